@@ -1,0 +1,161 @@
+"""The one command path: load, decide, save atomically, retry on a version conflict.
+
+Every command in every area runs through `Ledger.execute`. The decision is a function of
+a `UnitOfWork`; whatever aggregates it loads or creates are saved together in one
+transaction, so a command touching several aggregates is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Transcoder
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from aggregates.base import CommandContext, LedgerAggregate, acting, derive_id
+from aggregates.errors import ConcurrencyConflictError, IdempotencyKeyReusedError, NotFoundError
+from runtime.transcoder import OrjsonTranscoder
+
+A = TypeVar("A", bound=LedgerAggregate)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Written(Generic[T]):
+    """A command's result and the log position a reader can wait for."""
+
+    result: T
+    position: int
+
+
+class UnitOfWork:
+    """The aggregates one command reads and writes; all of them are saved together."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._aggregates: dict[UUID, LedgerAggregate] = {}
+
+    @property
+    def aggregates(self) -> list[LedgerAggregate]:
+        return list(self._aggregates.values())
+
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id in self._aggregates:
+            return self._checked(cls, self._aggregates[aggregate_id], aggregate_id)
+        try:
+            aggregate = self._ledger.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        self._aggregates[aggregate_id] = aggregate
+        return self._checked(cls, aggregate, aggregate_id)
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A:
+        aggregate = self.find(cls, aggregate_id)
+        if aggregate is None:
+            raise NotFoundError(f"{cls.__name__} {aggregate_id} not found")
+        return aggregate
+
+    def add(self, aggregate: A) -> A:
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    def create_once(
+        self, cls: type[A], key: str, fingerprint: str, create: Callable[[UUID], A]
+    ) -> A:
+        """Create the aggregate this key names, or return it if the key was seen before.
+
+        The id is derived from the key, so two racing creations collide in the store and
+        the loser's retry finds the winner's aggregate. A reused key with a different
+        request (another fingerprint) is refused.
+        """
+        aggregate_id = derive_id(cls.__name__, key)
+        existing = self.find(cls, aggregate_id)
+        if existing is None:
+            return self.add(create(aggregate_id))
+        if getattr(existing, "request_fingerprint", None) != fingerprint:
+            raise IdempotencyKeyReusedError(f"key {key!r} was used for another request")
+        return existing
+
+    @staticmethod
+    def _checked(cls: type[A], aggregate: LedgerAggregate, aggregate_id: UUID) -> A:
+        if not isinstance(aggregate, cls):
+            raise NotFoundError(f"{cls.__name__} {aggregate_id} not found")
+        return aggregate
+
+
+class _IntervalsOnClasses(dict[type, int]):
+    """The library looks snapshot intervals up by aggregate class; ours live on the class."""
+
+    def get(self, key: type, default: Any = None) -> Any:
+        return getattr(key, "snapshot_interval", None) or default
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class Ledger(Application[UUID]):
+    """The event store: one application, one log, one global order."""
+
+    name = "PumpParty"
+    is_snapshotting_enabled = True
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, command_retries: int = 5) -> None:
+        super().__init__(dict(env or {}))
+        self.snapshotting_intervals = _IntervalsOnClasses()  # type: ignore[misc]
+        self.command_retries = command_retries
+
+    @property
+    def events_table(self) -> str:
+        return f"{self.name.lower()}_events"
+
+    def construct_transcoder(self) -> Transcoder:
+        return OrjsonTranscoder()
+
+    def execute(self, context: CommandContext, decide: Callable[[UnitOfWork], T]) -> Written[T]:
+        """Run one command: decide on fresh state, save all, retry if another writer won."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.command_retries + 1),
+            wait=wait_random_exponential(multiplier=0.005, max=0.1),
+            retry=retry_if_exception_type(IntegrityError),
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._attempt(context, decide)
+        except RetryError as error:
+            raise ConcurrencyConflictError(
+                "the aggregate kept changing; try the command again"
+            ) from error.last_attempt.exception()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, context: CommandContext, decide: Callable[[UnitOfWork], T]) -> Written[T]:
+        unit = UnitOfWork(self)
+        with acting(context):
+            result = decide(unit)
+        recordings = self.save(*unit.aggregates)
+        if recordings:
+            return Written(result, max(r.notification.id for r in recordings))
+        return Written(result, self.position_of([a.id for a in unit.aggregates]))
+
+    def position_of(self, aggregate_ids: list[UUID]) -> int:
+        """The last position at which any of these aggregates changed (0 if none did)."""
+        if not aggregate_ids:
+            return 0
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                f"SELECT max(notification_id) AS position FROM {self.events_table} "  # noqa: S608
+                "WHERE originator_id = ANY(%s)",
+                (aggregate_ids,),
+            ).fetchone()
+        return int(row["position"] or 0)

@@ -1,0 +1,42 @@
+"""Failures every area shares. Each area adds its own under these bases.
+
+`code` is the stable problem `type` a client sees; the API maps each base to a status.
+"""
+
+
+class DomainError(Exception):
+    code = "domain-error"
+
+
+class InvalidCommandError(DomainError):
+    """The command is well formed but breaks a rule (answered 422)."""
+
+    code = "invalid-command"
+
+
+class NotFoundError(DomainError):
+    code = "not-found"
+
+
+class ConflictError(DomainError):
+    """The command clashes with the current state (answered 409)."""
+
+    code = "conflict"
+
+
+class ConcurrencyConflictError(ConflictError):
+    """Other commands kept changing the aggregate; retries ran out."""
+
+    code = "concurrency-conflict"
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """The same idempotency key came back with a different request."""
+
+    code = "idempotency-key-reused"
+
+
+class MissingCommandContextError(DomainError):
+    """An event was triggered outside a command: no actor, no time."""
+
+    code = "missing-command-context"
