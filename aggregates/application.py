@@ -154,7 +154,7 @@ class Ledger(Application[UUID]):
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         with datastore.get_connection() as conn:
             row = conn.execute(
-                f"SELECT max(notification_id) AS position FROM {self.events_table} "  # noqa: S608
+                f"SELECT max(notification_id) AS position FROM {self.events_table} "
                 "WHERE originator_id = ANY(%s)",
                 (aggregate_ids,),
             ).fetchone()

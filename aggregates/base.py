@@ -85,7 +85,7 @@ class LedgerAggregate(Aggregate):
         pass
 
     @classmethod
-    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         kwargs.update(_metadata(event_class))
         return super()._create(event_class, id=id, **kwargs)
 

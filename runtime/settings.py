@@ -78,7 +78,9 @@ def load_settings() -> Settings:
     except PydanticSettingsError as error:
         # pydantic-settings names the field in its message: 'error parsing value for field "x"'.
         field = str(error).split('"')[1] if '"' in str(error) else "?"
-        raise SettingsError(f"invalid setting {ENV_PREFIX}{field.upper()}: not valid JSON") from None
+        raise SettingsError(
+            f"invalid setting {ENV_PREFIX}{field.upper()}: not valid JSON"
+        ) from None
     except ValidationError as error:
         first = error.errors()[0]
         name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX

@@ -1,0 +1,128 @@
+"""The one projection base: tables in generations, rows and position in one transaction.
+
+A projection's rows live in physical tables named `<table>__g<N>`; readers query the
+stable name `<table>`, a view over the live generation. A rebuild fills generation N+1
+from position zero while readers keep using N, then repoints the views in one
+transaction. Each generation tracks its own position in `<name>__g<N>_tracking`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.projection import Projection
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
+
+LOG_NAME = "PumpParty"  # the application whose log every projection follows
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One row of the log as stored: what a projection that needs no domain class reads."""
+
+    position: int
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+    recorded_at: datetime
+
+    @property
+    def tracking(self) -> Tracking:
+        return Tracking(LOG_NAME, self.position)
+
+
+class ProjectionView(PostgresTrackingRecorder):
+    """A projection's tables for one generation; handlers write through `self.cursor`."""
+
+    tables: ClassVar[dict[str, str]] = {}
+    """Logical table name -> column definitions, e.g. `"(id uuid PRIMARY KEY, ...)"`."""
+    indexes: ClassVar[dict[str, list[str]]] = {}
+    """Logical table name -> index column lists, e.g. `["(owner, created_at)"]`."""
+
+    def __init__(self, datastore: PostgresDatastore, *, name: str, generation: int) -> None:
+        self.projection_name = name
+        self.generation = generation
+        super().__init__(datastore, tracking_table_name=f"{name}__g{generation}_tracking")
+        self._cursor: Cursor[DictRow] | None = None
+        for logical, columns in self.tables.items():
+            self.sql_create_statements.append(
+                SQL("CREATE TABLE IF NOT EXISTS {} " + columns).format(self.table(logical))
+            )
+            for number, index in enumerate(self.indexes.get(logical, [])):
+                self.sql_create_statements.append(
+                    SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(
+                        Identifier(f"{logical}__g{generation}_i{number}"), self.table(logical)
+                    )
+                )
+
+    def table(self, logical: str) -> Identifier:
+        """The physical table of this generation."""
+        return Identifier(f"{logical}__g{self.generation}")
+
+    @property
+    def cursor(self) -> Cursor[DictRow]:
+        if self._cursor is None:
+            raise RuntimeError("view methods run inside a batch")
+        return self._cursor
+
+    @contextmanager
+    def batch(self, cursor: Cursor[DictRow]) -> Iterator[ProjectionView]:
+        self._cursor = cursor
+        try:
+            yield self
+        finally:
+            self._cursor = None
+
+    def record_position(self, position: int) -> None:
+        self._insert_tracking(self.cursor, Tracking(LOG_NAME, position))
+
+    def position_in(self, cursor: Cursor[DictRow]) -> int:
+        return self._max_tracking_id(LOG_NAME, cursor) or 0
+
+    def create_statements(self) -> list[Composed]:
+        return list(self.sql_create_statements)  # type: ignore[arg-type]
+
+    def drop_statements(self) -> list[Composed]:
+        drops = [SQL("DROP TABLE IF EXISTS {}").format(self.table(t)) for t in self.tables]
+        drops.append(SQL("DROP TABLE IF EXISTS {}").format(Identifier(self.tracking_table_name)))
+        return drops
+
+    def expose_statements(self) -> list[Composed]:
+        """Point each reader-facing view at this generation's table."""
+        return [
+            SQL("CREATE OR REPLACE VIEW {} AS SELECT * FROM {}").format(
+                Identifier(logical), self.table(logical)
+            )
+            for logical in self.tables
+        ]
+
+
+V = TypeVar("V", bound=ProjectionView)
+
+
+class LedgerProjection(Projection[V], Generic[V]):
+    """Base of every read model.
+
+    `topics` names the event classes it handles (empty: every event). With
+    `decodes_events` off, handlers receive the `RecordedEvent` itself, never a domain
+    object, so the projection works even where an event's class cannot be imported.
+    """
+
+    view_class: ClassVar[type[ProjectionView]]
+    decodes_events: ClassVar[bool] = True
+    rebuildable: ClassVar[bool] = True
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Events a projection does not handle leave no rows; its position still moves."""

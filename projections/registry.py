@@ -1,0 +1,10 @@
+"""Every read model the service keeps, by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.audit_log import AuditLog
+from projections.base import LedgerProjection
+
+PROJECTIONS: list[type[LedgerProjection[Any]]] = [AuditLog]

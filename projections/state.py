@@ -1,0 +1,176 @@
+"""Each projection's live generation, its stall (if any) and its skips: `projection_state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.persistence import Mapper
+from eventsourcing.postgres import PostgresDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
+from projections.base import LedgerProjection, ProjectionView
+from projections.log import head_position
+
+
+class ProjectionNotFoundError(LookupError):
+    pass
+
+
+class ProjectionNotStalledError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    generation: int
+    position: int
+    head: int
+    stalled_position: int | None
+    stalled_topic: str | None
+    stalled_error: str | None
+    stalled_since: datetime | None
+
+    @property
+    def lag(self) -> int:
+        return max(self.head - self.position, 0)
+
+    @property
+    def status(self) -> str:
+        if self.stalled_position is not None:
+            return "stalled"
+        return "caught_up" if self.lag == 0 else "catching_up"
+
+
+class Projections:
+    """The registered projections of one process, over one datastore."""
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        mapper: Mapper[Any],
+        classes: list[type[LedgerProjection[Any]]],
+    ) -> None:
+        self.datastore = datastore
+        self.mapper = mapper
+        self.classes = {cls.name: cls for cls in classes}
+
+    def projection_class(self, name: str) -> type[LedgerProjection[Any]]:
+        try:
+            return self.classes[name]
+        except KeyError:
+            raise ProjectionNotFoundError(f"no projection named {name!r}") from None
+
+    def view(self, name: str, generation: int) -> ProjectionView:
+        cls = self.projection_class(name)
+        return cls.view_class(self.datastore, name=name, generation=generation)
+
+    def projection(self, name: str, view: ProjectionView) -> LedgerProjection[Any]:
+        return self.projection_class(name)(view)
+
+    def ensure_created(self) -> None:
+        """Give every projection that has none a first generation and its reader views."""
+        for name in self.classes:
+            with self.datastore.transaction(commit=True) as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+                if self.generation_in(cursor, name, lock=None) is not None:
+                    continue
+                view = self.view(name, 1)
+                for statement in [*view.create_statements(), *view.expose_statements()]:
+                    cursor.execute(statement)
+                cursor.execute(
+                    "INSERT INTO projection_state (name, generation) VALUES (%s, 1)", (name,)
+                )
+
+    @staticmethod
+    def generation_in(cursor: Cursor[DictRow], name: str, *, lock: str | None) -> int | None:
+        suffix = f" FOR {lock}" if lock else ""
+        cursor.execute("SELECT generation FROM projection_state WHERE name = %s" + suffix, (name,))
+        row = cursor.fetchone()
+        return None if row is None else int(row["generation"])
+
+    def status(self, name: str) -> ProjectionStatus:
+        self.projection_class(name)
+        with self.datastore.transaction() as cursor:
+            cursor.execute("SELECT * FROM projection_state WHERE name = %s", (name,))
+            row = cursor.fetchone()
+            if row is None:
+                raise ProjectionNotFoundError(f"projection {name!r} has not been created")
+            view = self.view(name, row["generation"])
+            return ProjectionStatus(
+                name=name,
+                generation=row["generation"],
+                position=view.position_in(cursor),
+                head=head_position(cursor),
+                stalled_position=row["stalled_position"],
+                stalled_topic=row["stalled_topic"],
+                stalled_error=row["stalled_error"],
+                stalled_since=row["stalled_since"],
+            )
+
+    def statuses(self) -> list[ProjectionStatus]:
+        return [self.status(name) for name in sorted(self.classes)]
+
+    def position(self, name: str) -> int:
+        return self.status(name).position
+
+    def record_stall(self, name: str, position: int, topic: str, error: str) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                "UPDATE projection_state SET stalled_position = %s, stalled_topic = %s,"
+                " stalled_error = %s, stalled_since = clock_timestamp() WHERE name = %s",
+                (position, topic, error, name),
+            )
+
+    def resume(self, name: str) -> int:
+        """Clear a stall so the runner tries the same event again (after a fix)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            stalled = self._stalled_row(cursor, name)
+            self._clear_stall(cursor, name)
+            return int(stalled["stalled_position"])
+
+    def skip(self, name: str, reason: str) -> int:
+        """Step over the event the projection stalled on, recording why; never silently."""
+        if not reason.strip():
+            raise ValueError("a skip needs a reason")
+        with self.datastore.transaction(commit=True) as cursor:
+            stalled = self._stalled_row(cursor, name)
+            position = int(stalled["stalled_position"])
+            cursor.execute(
+                "INSERT INTO projection_skips (name, position, topic, error, reason)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (name, position, stalled["stalled_topic"], stalled["stalled_error"], reason),
+            )
+            view = self.view(name, stalled["generation"])
+            with view.batch(cursor):
+                view.record_position(position)
+            self._clear_stall(cursor, name)
+            return position
+
+    def skips(self, name: str) -> list[dict[str, Any]]:
+        with self.datastore.transaction() as cursor:
+            cursor.execute(
+                "SELECT position, topic, error, reason, skipped_at FROM projection_skips"
+                " WHERE name = %s ORDER BY position",
+                (name,),
+            )
+            return list(cursor.fetchall())
+
+    def _stalled_row(self, cursor: Cursor[DictRow], name: str) -> DictRow:
+        self.projection_class(name)
+        cursor.execute("SELECT * FROM projection_state WHERE name = %s FOR UPDATE", (name,))
+        row = cursor.fetchone()
+        if row is None or row["stalled_position"] is None:
+            raise ProjectionNotStalledError(f"projection {name!r} is not stalled")
+        return row
+
+    @staticmethod
+    def _clear_stall(cursor: Cursor[DictRow], name: str) -> None:
+        cursor.execute(
+            "UPDATE projection_state SET stalled_position = NULL, stalled_topic = NULL,"
+            " stalled_error = NULL, stalled_since = NULL WHERE name = %s",
+            (name,),
+        )

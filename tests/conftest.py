@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from aggregates.base import CommandContext
+from runtime.services import Services, open_services
+from runtime.settings import Settings
+from tests.support.database import fresh_database, prepare_template, server_url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = server_url(Path(tmp_path_factory.mktemp("pg")))
+    prepare_template(url)
+    return url
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    with fresh_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    opened = open_services(settings, run_migrations=False)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def context() -> CommandContext:
+    return CommandContext(
+        actor="user:tester",
+        occurred_at=datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+        correlation_id="req-RETRO-CLOCK",
+    )

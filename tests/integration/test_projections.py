@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from aggregates.base import CommandContext
+from projections.audit_log import AuditLog
+from projections.rebuild import rebuild
+from projections.runner import ProjectionRunner
+from projections.state import ProjectionNotStalledError
+from runtime.services import Services
+from tests.support.counter import Counter, new_counter
+
+
+def append_events(services: Services, context: CommandContext, count: int) -> None:
+    """`count` events: counters opened, then incremented, several per command."""
+    ids = [
+        services.ledger.execute(context, lambda unit, n=n: unit.add(new_counter(f"c{n}")).id).result
+        for n in range(max(count // 50, 1))
+    ]
+    remaining = count - len(ids)
+    while remaining > 0:
+        for counter_id in ids:
+            if remaining == 0:
+                break
+            services.ledger.execute(
+                context, lambda unit, i=counter_id: unit.get(Counter, i).increment(by=1)
+            )
+            remaining -= 1
+
+
+def checksum(url: str, table: str = "audit_log") -> tuple[int, str]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY position), ''))"
+            f" FROM {table} t"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def test_runner_projects_every_event_once(services: Services, context: CommandContext) -> None:
+    append_events(services, context, 120)
+    runner = ProjectionRunner(services.projections, "audit_log", services.url, batch_size=7)
+
+    applied = runner.catch_up()
+
+    assert applied == 120
+    assert checksum(services.url)[0] == 120
+    assert services.projections.status("audit_log").lag == 0
+
+
+def test_audit_log_flattens_metadata(services: Services, context: CommandContext) -> None:
+    counter_id = services.ledger.execute(
+        context, lambda unit: unit.add(new_counter("RETRO-CLOCK")).id
+    ).result
+    ProjectionRunner(services.projections, "audit_log", services.url).catch_up()
+
+    with psycopg.connect(services.url) as conn:
+        row = conn.execute(
+            "SELECT aggregate_id, aggregate_type, event_type, version, actor, correlation_id, occurred_at"
+            " FROM audit_log"
+        ).fetchone()
+
+    assert row == (
+        counter_id,
+        "Counter",
+        "Opened",
+        1,
+        "user:tester",
+        "req-RETRO-CLOCK",
+        context.occurred_at,
+    )
+
+
+def test_rebuild_matches_live_and_reads_never_fail(
+    services: Services, context: CommandContext
+) -> None:
+    append_events(services, context, 5000)
+    ProjectionRunner(services.projections, "audit_log", services.url).catch_up()
+    live = checksum(services.url)
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read_all_the_time() -> None:
+        with psycopg.connect(services.url, autocommit=True) as conn:
+            while not done.is_set():
+                try:
+                    seen.append(conn.execute("SELECT count(*) FROM audit_log").fetchone()[0])  # type: ignore[index]
+                except BaseException as error:
+                    errors.append(error)
+
+    reader = threading.Thread(target=read_all_the_time)
+    reader.start()
+    generation = rebuild(services.projections, "audit_log", batch_size=500)
+    done.set()
+    reader.join()
+
+    assert generation == 2
+    assert checksum(services.url) == live
+    assert errors == []
+    assert seen and set(seen) == {5000}
+
+
+def test_live_runner_follows_the_new_generation_after_rebuild(
+    services: Services, context: CommandContext
+) -> None:
+    append_events(services, context, 30)
+    runner = ProjectionRunner(services.projections, "audit_log", services.url)
+    runner.catch_up()
+    rebuild(services.projections, "audit_log")
+
+    append_events(services, context, 10)
+    runner.catch_up()
+
+    assert checksum(services.url)[0] == 40
+
+
+class FailingOnIncrement(AuditLog):
+    """The audit log with a handler bug on one event (position 3)."""
+
+    def process_event(self, domain_event, tracking):  # type: ignore[no-untyped-def,override]
+        if tracking.notification_id == 3 and self.view.generation == 1:  # type: ignore[attr-defined]
+            raise ValueError("bug on position 3")
+        return super().process_event(domain_event, tracking)
+
+
+@pytest.fixture
+def failing(services: Services) -> Services:
+    services.projections.classes["audit_log"] = FailingOnIncrement  # type: ignore[assignment]
+    return services
+
+
+def test_failing_event_stalls_the_projection_there(
+    failing: Services, context: CommandContext
+) -> None:
+    append_events(failing, context, 6)
+    runner = ProjectionRunner(failing.projections, "audit_log", failing.url)
+
+    runner.catch_up()
+
+    status = failing.projections.status("audit_log")
+    assert status.status == "stalled"
+    assert status.stalled_position == 3 and status.position == 2
+    assert "bug on position 3" in (status.stalled_error or "")
+    assert checksum(failing.url)[0] == 2
+
+
+def test_skip_records_the_reason_and_moves_past(failing: Services, context: CommandContext) -> None:
+    append_events(failing, context, 6)
+    runner = ProjectionRunner(failing.projections, "audit_log", failing.url)
+    runner.catch_up()
+
+    skipped = failing.projections.skip("audit_log", reason="known bad event, ticket 42")
+    runner.catch_up()
+
+    assert skipped == 3
+    assert [s["reason"] for s in failing.projections.skips("audit_log")] == [
+        "known bad event, ticket 42"
+    ]
+    assert checksum(failing.url)[0] == 5
+    assert failing.projections.status("audit_log").status == "caught_up"
+
+
+def test_resume_after_a_fix_retries_the_event(failing: Services, context: CommandContext) -> None:
+    append_events(failing, context, 6)
+    runner = ProjectionRunner(failing.projections, "audit_log", failing.url)
+    runner.catch_up()
+    failing.projections.classes["audit_log"] = AuditLog  # the fix is deployed
+    runner = ProjectionRunner(failing.projections, "audit_log", failing.url)
+
+    failing.projections.resume("audit_log")
+    runner.catch_up()
+
+    assert checksum(failing.url)[0] == 6
+
+
+def test_resume_without_a_stall_is_refused(services: Services) -> None:
+    with pytest.raises(ProjectionNotStalledError):
+        services.projections.resume("audit_log")
