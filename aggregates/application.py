@@ -53,7 +53,7 @@ class UnitOfWork:
         if aggregate_id in self._aggregates:
             return self._checked(cls, self._aggregates[aggregate_id], aggregate_id)
         try:
-            aggregate = self._ledger.repository.get(aggregate_id)
+            aggregate: LedgerAggregate = self._ledger.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         self._aggregates[aggregate_id] = aggregate

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 
 @dataclass(frozen=True)
@@ -99,35 +100,35 @@ def verify(url: str, digests: Iterable[Digest] = ()) -> Verification:
         return Verification(checked, head)
 
 
-def _check(row: dict[str, object], previous: bytes) -> str | None:
+def _check(row: dict[str, Any], previous: bytes) -> str | None:
     if row["notification_id"] is None:
         return "the event was removed"
     if row["stored_hash"] is None:
         return "the event is not in the chain"
     recomputed = link(
         previous,
-        row["notification_id"],  # type: ignore[arg-type]
-        row["originator_id"],  # type: ignore[arg-type]
-        row["originator_version"],  # type: ignore[arg-type]
-        row["topic"],  # type: ignore[arg-type]
-        bytes(row["state"]),  # type: ignore[arg-type]
+        row["notification_id"],
+        row["originator_id"],
+        row["originator_version"],
+        row["topic"],
+        bytes(row["state"]),
     )
-    if recomputed != bytes(row["stored_hash"]):  # type: ignore[arg-type]
+    if recomputed != bytes(row["stored_hash"]):
         return "the event was altered"
     return None
 
 
-def head_digest(conn: psycopg.Connection[object]) -> Digest | None:
-    row = conn.execute(
-        "SELECT position, hash FROM audit_chain ORDER BY position DESC LIMIT 1"
-    ).fetchone()
-    return None if row is None else Digest(row[0], bytes(row[1]))  # type: ignore[index]
+def head_digest(conn: psycopg.Connection[Any]) -> Digest | None:
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute("SELECT position, hash FROM audit_chain ORDER BY position DESC LIMIT 1")
+        row = cursor.fetchone()
+    return None if row is None else Digest(row[0], bytes(row[1]))
 
 
 def record_digest(url: str) -> Digest | None:
     """Keep the chain's head as a digest (a worker job does this on a cadence)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        digest = head_digest(conn)  # type: ignore[arg-type]
+        digest = head_digest(conn)
         if digest is not None:
             conn.execute(
                 "INSERT INTO audit_digests (position, hash) VALUES (%s, %s) ON CONFLICT DO NOTHING",

@@ -5,10 +5,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from aggregates.base import CommandContext
+from api.app import create_app
+from runtime.clock import FixedClock
 from runtime.services import Services, open_services
-from runtime.settings import Settings
+from runtime.settings import ServiceTokenSpec, Settings
 from tests.support.database import fresh_database, prepare_template, server_url
 
 
@@ -25,9 +28,23 @@ def database_url(postgres_url: str) -> Iterator[str]:
         yield url
 
 
+AUDITOR_TOKEN = "auditor-secret-RETRO-CLOCK"
+ENGINE_TOKEN = "engine-secret-RETRO-CLOCK"
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path)
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        read_wait_timeout=0.5,
+        service_tokens=[
+            ServiceTokenSpec(name="auditor", scopes=["audit:read"], secrets=[AUDITOR_TOKEN]),
+            ServiceTokenSpec(
+                name="engine", scopes=["prop:write"], secrets=[ENGINE_TOKEN, "engine-old"]
+            ),
+        ],
+    )
 
 
 @pytest.fixture
@@ -44,3 +61,14 @@ def context() -> CommandContext:
         occurred_at=datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
         correlation_id="req-RETRO-CLOCK",
     )
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def client(services: Services, clock: FixedClock) -> Iterator[TestClient]:
+    with TestClient(create_app(services=services, clock=clock)) as test_client:
+        yield test_client

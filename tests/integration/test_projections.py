@@ -60,8 +60,8 @@ def test_audit_log_flattens_metadata(services: Services, context: CommandContext
 
     with psycopg.connect(services.url) as conn:
         row = conn.execute(
-            "SELECT aggregate_id, aggregate_type, event_type, version, actor, correlation_id, occurred_at"
-            " FROM audit_log"
+            "SELECT aggregate_id, aggregate_type, event_type, version, actor, correlation_id,"
+            " occurred_at FROM audit_log"
         ).fetchone()
 
     assert row == (

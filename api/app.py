@@ -1,0 +1,55 @@
+"""The FastAPI app: one router per area, problem+json errors, request ids, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import metrics
+from api.problems import RESPONSES, install_problem_handlers
+from api.request_id import RequestIdMiddleware
+from api.routers import audit, health
+from runtime.clock import Clock, system_clock
+from runtime.services import Services, open_services
+from runtime.settings import Settings, get_settings
+
+ROUTERS = [health.router, audit.router, metrics.router]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    clock: Clock = system_clock,
+) -> FastAPI:
+    """Build the app. Given `services`, it uses them and leaves closing them to the caller."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        opened = services or open_services(settings or get_settings())
+        app.state.services = opened
+        app.state.metrics.watch(opened)
+        try:
+            yield
+        finally:
+            if owned:
+                opened.close()
+
+    app = FastAPI(
+        title="Pump Party ledger",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=RESPONSES,
+    )
+    app.state.clock = clock
+    app.state.metrics = metrics.Metrics()
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,94 @@
+"""Prometheus: request latency, projection lag and the log's head, per app instance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.services import Services
+
+
+class LedgerCollector(Collector):
+    """Read at scrape time, so every process reports the shared database's truth."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = self.services.projections.statuses()
+        lag = GaugeMetricFamily(
+            "pumpparty_projection_lag_events",
+            "Log head minus projection position",
+            labels=["projection"],
+        )
+        stalled = GaugeMetricFamily(
+            "pumpparty_projection_stalled",
+            "1 while a projection is stopped on a failed event",
+            labels=["projection"],
+        )
+        for status in statuses:
+            lag.add_metric([status.name], status.lag)
+            stalled.add_metric([status.name], 1 if status.stalled_position is not None else 0)
+        appended = CounterMetricFamily(
+            "pumpparty_events_appended", "Log positions handed out (the head of the log)"
+        )
+        appended.add_metric([], statuses[0].head if statuses else 0)
+        yield from (lag, stalled, appended)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "pumpparty_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+
+    def watch(self, services: Services) -> None:
+        self.registry.register(LedgerCollector(services))
+
+
+class MetricsMiddleware:
+    """Times every request, labelled by route template (not the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def remember_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remember_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", include_in_schema=False, operation_id="metrics")
+def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

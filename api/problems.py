@@ -1,0 +1,152 @@
+"""Every error leaves as RFC 9457 problem+json with a stable `type`.
+
+Domain errors are raised by the domain and mapped here once, by their base class; the
+API's own failures (authentication, a projection still behind) are raised as `ApiError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aggregates.errors import ConflictError, DomainError, InvalidCommandError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "/problems/"
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad-request"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    code = "unauthenticated"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class PermissionDeniedError(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class ProjectionBehindError(ApiError):
+    status = 503
+    code = "projection-behind"
+    headers = {"Retry-After": "1"}
+
+
+_DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (InvalidCommandError, 422),
+]
+
+_HTTP_CODES = {
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
+    for status in (401, 403, 404, 409, 422, 503)
+}
+"""Added to every route's documented responses."""
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str | None,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    problem = Problem(
+        type=TYPE_PREFIX + code,
+        title=code.replace("-", " ").capitalize(),
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return Response(
+        orjson.dumps(problem.model_dump(exclude_none=True)),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def status_of(error: DomainError) -> int:
+    for cls, status in _DOMAIN_STATUS:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, error: DomainError) -> Response:
+        return problem_response(request, status_of(error), error.code, str(error))
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> Response:
+        return problem_response(
+            request, error.status, error.code, error.detail, headers=error.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        errors = [
+            {
+                "loc": [str(part) for part in e.get("loc", ())],
+                "msg": e.get("msg"),
+                "type": e.get("type"),
+            }
+            for e in error.errors()
+        ]
+        return problem_response(
+            request, 422, "invalid-request", "the request is not valid", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(error.status_code, "http-error")
+        headers = dict(error.headers) if error.headers else None
+        return problem_response(
+            request, error.status_code, code, str(error.detail), headers=headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response(request, 500, "internal-error", "an unexpected error occurred")

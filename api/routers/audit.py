@@ -1,0 +1,139 @@
+"""Auditors read the full history: the flattened log, any aggregate's events and state,
+and the chain's head digest. Admins, or services with the `audit:read` scope."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from psycopg.sql import SQL, Composed
+from pydantic import AwareDatetime, BaseModel
+
+from api.auth import require_admin_or_scope
+from api.deps import LedgerDep, ServicesDep, wait_for
+from api.pagination import PageDep, encode_cursor
+from projections.audit_chain import head_digest
+from projections.audit_trail import history, state_at
+
+router = APIRouter(
+    prefix="/v1/audit",
+    tags=["audit"],
+    dependencies=[Depends(require_admin_or_scope("audit:read"))],
+)
+
+
+class AuditEntryPublic(BaseModel):
+    position: int
+    aggregate_id: UUID
+    aggregate_type: str
+    event_type: str
+    version: int
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    schema_version: int | None
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+class AuditEntriesPublic(BaseModel):
+    items: list[AuditEntryPublic]
+    next_cursor: str | None
+
+
+class AggregateEventPublic(BaseModel):
+    version: int
+    aggregate_type: str
+    event_type: str
+    occurred_at: str
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    schema_version: int | None
+    data: dict[str, Any]
+
+
+class AggregateStatePublic(BaseModel):
+    aggregate_id: UUID
+    aggregate_type: str
+    version: int
+    state: dict[str, Any]
+
+
+class DigestPublic(BaseModel):
+    position: int
+    hash: str
+    digest: str
+
+
+class AuditFilters(BaseModel):
+    aggregate_id: UUID | None = None
+    aggregate_type: str | None = None
+    event_type: str | None = None
+    actor: str | None = None
+    correlation_id: str | None = None
+    occurred_from: AwareDatetime | None = None
+    occurred_to: AwareDatetime | None = None
+
+    def where(self, after: int) -> tuple[Composed, list[Any]]:
+        clauses = [SQL("position > %s")]
+        params: list[Any] = [after]
+        for column in ("aggregate_id", "aggregate_type", "event_type", "actor", "correlation_id"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(SQL(column + " = %s"))
+                params.append(value)
+        if self.occurred_from is not None:
+            clauses.append(SQL("occurred_at >= %s"))
+            params.append(self.occurred_from)
+        if self.occurred_to is not None:
+            clauses.append(SQL("occurred_at < %s"))
+            params.append(self.occurred_to)
+        return SQL(" AND ").join(clauses), params
+
+
+@router.get("/events", operation_id="audit_events", dependencies=[Depends(wait_for("audit_log"))])
+def audit_events(
+    services: ServicesDep, page: PageDep, filters: Annotated[AuditFilters, Query()]
+) -> AuditEntriesPublic:
+    after = int((page.after or {}).get("position", 0))
+    where, params = filters.where(after)
+    query = SQL("SELECT * FROM audit_log WHERE {} ORDER BY position LIMIT %s").format(where)
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(query, [*params, page.limit + 1])
+        rows = cursor.fetchall()
+    items = [AuditEntryPublic.model_validate(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    return AuditEntriesPublic(
+        items=items, next_cursor=encode_cursor({"position": items[-1].position}) if more else None
+    )
+
+
+@router.get("/aggregates/{aggregate_id}/events", operation_id="audit_aggregate_events")
+def aggregate_events(aggregate_id: UUID, ledger: LedgerDep) -> list[AggregateEventPublic]:
+    return [AggregateEventPublic.model_validate(entry) for entry in history(ledger, aggregate_id)]
+
+
+@router.get("/aggregates/{aggregate_id}/state", operation_id="audit_aggregate_state")
+def aggregate_state(
+    aggregate_id: UUID,
+    ledger: LedgerDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    at: Annotated[
+        AwareDatetime | None, Query(description="state as of this time (ISO 8601, with zone)")
+    ] = None,
+) -> AggregateStatePublic:
+    return AggregateStatePublic.model_validate(
+        state_at(ledger, aggregate_id, version=version, at=at)
+    )
+
+
+@router.get("/digest", operation_id="audit_digest")
+def audit_digest(services: ServicesDep) -> DigestPublic:
+    with services.projections.datastore.get_connection() as conn:
+        digest = head_digest(conn)
+    if digest is None:
+        return DigestPublic(position=0, hash="", digest="0:")
+    return DigestPublic(position=digest.position, hash=digest.hash.hex(), digest=str(digest))

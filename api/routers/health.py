@@ -1,0 +1,91 @@
+"""Health for operators: the database, each projection's lag, each worker's heartbeat."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.deps import ClockDep, ServicesDep
+
+router = APIRouter(prefix="/v1/health", tags=["health"])
+
+LATE_AFTER_INTERVALS = 3
+
+
+class HealthPublic(BaseModel):
+    status: str
+    head_position: int
+
+
+class ProjectionHealthPublic(BaseModel):
+    name: str
+    generation: int
+    position: int
+    head: int
+    lag: int
+    status: str
+    stalled_position: int | None
+    stalled_topic: str | None
+    stalled_error: str | None
+    stalled_since: datetime | None
+
+
+class WorkerHealthPublic(BaseModel):
+    job: str
+    process: str
+    beat_at: datetime
+    interval_seconds: float
+    age_seconds: float
+    status: str
+    last_error: str | None
+
+
+@router.get("", operation_id="health")
+def health(services: ServicesDep) -> HealthPublic:
+    head = services.ledger.recorder.max_notification_id() or 0
+    return HealthPublic(status="ok", head_position=head)
+
+
+@router.get("/projections", operation_id="health_projections")
+def projections_health(services: ServicesDep) -> list[ProjectionHealthPublic]:
+    return [
+        ProjectionHealthPublic(
+            name=s.name,
+            generation=s.generation,
+            position=s.position,
+            head=s.head,
+            lag=s.lag,
+            status=s.status,
+            stalled_position=s.stalled_position,
+            stalled_topic=s.stalled_topic,
+            stalled_error=s.stalled_error,
+            stalled_since=s.stalled_since,
+        )
+        for s in services.projections.statuses()
+    ]
+
+
+@router.get("/workers", operation_id="health_workers")
+def workers_health(services: ServicesDep, clock: ClockDep) -> list[WorkerHealthPublic]:
+    now = clock()
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM worker_heartbeats ORDER BY job")
+        rows = cursor.fetchall()
+    workers = []
+    for row in rows:
+        age = (now - row["beat_at"]).total_seconds()
+        late = age > LATE_AFTER_INTERVALS * row["interval_seconds"]
+        workers.append(
+            WorkerHealthPublic(
+                job=row["job"],
+                process=row["process"],
+                beat_at=row["beat_at"],
+                interval_seconds=row["interval_seconds"],
+                age_seconds=max(age, 0.0),
+                status="late" if late else "alive",
+                last_error=row["last_error"],
+            )
+        )
+    return workers

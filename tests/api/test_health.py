@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from aggregates.base import CommandContext
+from projections.runner import ProjectionRunner
+from runtime.clock import FixedClock
+from runtime.services import Services
+from tests.support.counter import new_counter
+
+
+def test_health_reports_the_log_head(
+    client: TestClient, services: Services, context: CommandContext
+) -> None:
+    services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+
+    response = client.get("/v1/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "head_position": 1}
+
+
+def test_projection_health_shows_lag_then_caught_up(
+    client: TestClient, services: Services, context: CommandContext
+) -> None:
+    services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+
+    before = client.get("/v1/health/projections").json()
+    ProjectionRunner(services.projections, "audit_log", services.url).catch_up()
+    after = client.get("/v1/health/projections").json()
+
+    assert [(p["name"], p["lag"], p["status"]) for p in before] == [("audit_log", 1, "catching_up")]
+    assert [(p["name"], p["lag"], p["status"]) for p in after] == [("audit_log", 0, "caught_up")]
+
+
+def test_worker_health_marks_late_heartbeats(
+    client: TestClient, services: Services, clock: FixedClock
+) -> None:
+    with services.projections.datastore.transaction(commit=True) as cursor:
+        cursor.execute(
+            "INSERT INTO worker_heartbeats (job, process, interval_seconds, beat_at) VALUES"
+            " ('fresh', 'host:1', 5, %s), ('stale', 'host:1', 5, %s)",
+            (clock() - timedelta(seconds=4), clock() - timedelta(seconds=60)),
+        )
+
+    workers = client.get("/v1/health/workers").json()
+
+    assert {w["job"]: w["status"] for w in workers} == {"fresh": "alive", "stale": "late"}
+
+
+def test_metrics_expose_latency_lag_and_appends(client: TestClient) -> None:
+    client.get("/v1/health")
+
+    text = client.get("/metrics").text
+
+    assert (
+        "pumpparty_http_request_duration_seconds_count"
+        '{method="GET",route="/v1/health",status="200"} 1.0' in text
+    )
+    assert 'pumpparty_projection_lag_events{projection="audit_log"} 0.0' in text
+    assert "pumpparty_events_appended_total 0.0" in text
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    echoed = client.get("/v1/health", headers={"X-Request-ID": "req-RETRO-CLOCK"})
+    made = client.get("/v1/health")
+    refused = client.get("/v1/health", headers={"X-Request-ID": "bad id with spaces"})
+
+    assert echoed.headers["x-request-id"] == "req-RETRO-CLOCK"
+    assert len(made.headers["x-request-id"]) == 36
+    assert refused.headers["x-request-id"] != "bad id with spaces"
