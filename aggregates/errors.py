@@ -40,3 +40,15 @@ class MissingCommandContextError(DomainError):
     """An event was triggered outside a command: no actor, no time."""
 
     code = "missing-command-context"
+
+
+class AuthenticationFailedError(DomainError):
+    """Credentials were presented and are not good (answered 401)."""
+
+    code = "unauthenticated"
+
+
+class NotPermittedError(DomainError):
+    """The caller is known but may not do this (answered 403)."""
+
+    code = "forbidden"

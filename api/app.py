@@ -9,13 +9,22 @@ from fastapi import FastAPI
 
 from api import metrics
 from api.problems import RESPONSES, install_problem_handlers
+from api.rate_limit import RateLimiter
 from api.request_id import RequestIdMiddleware
-from api.routers import audit, health
+from api.routers import admin_users, audit, auth, health, me
+from api.tokens import AccessTokens
 from runtime.clock import Clock, system_clock
 from runtime.services import Services, open_services
 from runtime.settings import Settings, get_settings
 
-ROUTERS = [health.router, audit.router, metrics.router]
+ROUTERS = [
+    auth.router,
+    me.router,
+    admin_users.router,
+    audit.router,
+    health.router,
+    metrics.router,
+]
 
 
 def create_app(
@@ -31,6 +40,8 @@ def create_app(
         owned = services is None
         opened = services or open_services(settings or get_settings())
         app.state.services = opened
+        app.state.access_tokens = AccessTokens.from_settings(opened.settings)
+        app.state.auth_limiter = RateLimiter(opened.settings.auth_rate_limit)
         app.state.metrics.watch(opened)
         try:
             yield

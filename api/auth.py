@@ -1,4 +1,9 @@
-"""Who is calling: service tokens for machine clients (user tokens join with identity)."""
+"""Who is calling: a signed-in user (access token) or a machine client (service token).
+
+Every router gets its callers through these dependencies: `CurrentUser`, `AdminUser`,
+`require_service(scope)`, `require_admin_or_scope(scope)`, and `owned_or_404` for owner
+routes.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
+from uuid import UUID
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SettingsDep
+from aggregates.errors import NotFoundError
+from api.deps import ClockDep, SettingsDep
 from api.problems import AuthenticationError, PermissionDeniedError
+from api.tokens import AccessTokens
 from runtime.settings import Settings
 
 bearer = HTTPBearer(auto_error=False)
@@ -24,6 +32,7 @@ class Principal:
     subject: str
     roles: frozenset[str] = field(default_factory=frozenset)
     scopes: frozenset[str] = field(default_factory=frozenset)
+    address: str = ""
 
     @property
     def actor(self) -> str:
@@ -32,6 +41,12 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.kind == "user" and "admin" in self.roles
+
+    @property
+    def user_id(self) -> UUID:
+        if self.kind != "user":
+            raise PermissionDeniedError("this needs a signed-in user")
+        return UUID(self.subject)
 
 
 def service_for(token: str, settings: Settings) -> Principal | None:
@@ -45,16 +60,46 @@ def service_for(token: str, settings: Settings) -> Principal | None:
     return found
 
 
-def current_principal(credentials: BearerDep, settings: SettingsDep) -> Principal:
+def get_access_tokens(request: Request) -> AccessTokens:
+    tokens: AccessTokens = request.app.state.access_tokens
+    return tokens
+
+
+AccessTokensDep = Annotated[AccessTokens, Depends(get_access_tokens)]
+
+
+def current_principal(
+    credentials: BearerDep, settings: SettingsDep, tokens: AccessTokensDep, clock: ClockDep
+) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("a bearer token is required")
-    principal = service_for(credentials.credentials, settings)
+    token = credentials.credentials
+    if token.count(".") == 2:
+        claims = tokens.verify(token, clock())
+        return Principal("user", str(claims.user_id), roles=claims.roles, address=claims.address)
+    principal = service_for(token, settings)
     if principal is None:
         raise AuthenticationError("the token is not valid")
     return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def current_user(principal: PrincipalDep) -> Principal:
+    if principal.kind != "user":
+        raise PermissionDeniedError("this needs a signed-in user")
+    return principal
+
+
+def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+    if not user.is_admin:
+        raise PermissionDeniedError("this needs the admin role")
+    return user
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
 def require_service(scope: str) -> Callable[[Principal], Principal]:
@@ -73,3 +118,15 @@ def require_admin_or_scope(scope: str) -> Callable[[Principal], Principal]:
         return principal
 
     return dependency
+
+
+def owned_or_404(owner_id: UUID | None, user: Principal, what: str) -> None:
+    """Someone else's resource is answered exactly like a missing one."""
+    if owner_id is None or owner_id != user.user_id:
+        raise NotFoundError(f"{what} not found")
+
+
+def effective_roles(roles: list[str], address: str, settings: Settings) -> frozenset[str]:
+    """Roles granted as events, plus admin for the addresses the operators configured."""
+    admins = {a.lower() for a in settings.admin_addresses}
+    return frozenset([*roles, *(["admin"] if address.lower() in admins else [])])

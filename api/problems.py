@@ -16,7 +16,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aggregates.errors import ConflictError, DomainError, InvalidCommandError, NotFoundError
+from aggregates.errors import (
+    AuthenticationFailedError,
+    ConflictError,
+    DomainError,
+    InvalidCommandError,
+    NotFoundError,
+    NotPermittedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +45,11 @@ class ApiError(Exception):
     code = "bad-request"
     headers: dict[str, str] | None = None
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if headers is not None:
+            self.headers = headers
 
 
 class AuthenticationError(ApiError):
@@ -54,6 +63,11 @@ class PermissionDeniedError(ApiError):
     code = "forbidden"
 
 
+class RateLimitedError(ApiError):
+    status = 429
+    code = "rate-limited"
+
+
 class ProjectionBehindError(ApiError):
     status = 503
     code = "projection-behind"
@@ -61,6 +75,8 @@ class ProjectionBehindError(ApiError):
 
 
 _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
+    (AuthenticationFailedError, 401),
+    (NotPermittedError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
     (InvalidCommandError, 422),
@@ -76,7 +92,7 @@ _HTTP_CODES = {
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-    for status in (401, 403, 404, 409, 422, 503)
+    for status in (401, 403, 404, 409, 422, 429, 503)
 }
 """Added to every route's documented responses."""
 
@@ -116,7 +132,9 @@ def status_of(error: DomainError) -> int:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, error: DomainError) -> Response:
-        return problem_response(request, status_of(error), error.code, str(error))
+        status = status_of(error)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return problem_response(request, status, error.code, str(error), headers=headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:

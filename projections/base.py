@@ -56,14 +56,17 @@ class ProjectionView(PostgresTrackingRecorder):
         super().__init__(datastore, tracking_table_name=f"{name}__g{generation}_tracking")
         self._cursor: Cursor[DictRow] | None = None
         for logical, columns in self.tables.items():
+            # Column lists are SQL written by us, appended after formatting so that
+            # literals like '{}' are not read as placeholders.
             self.sql_create_statements.append(
-                SQL("CREATE TABLE IF NOT EXISTS {} " + columns).format(self.table(logical))
+                SQL("CREATE TABLE IF NOT EXISTS {} ").format(self.table(logical)) + SQL(columns)
             )
             for number, index in enumerate(self.indexes.get(logical, [])):
                 self.sql_create_statements.append(
-                    SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(
+                    SQL("CREATE INDEX IF NOT EXISTS {} ON {} ").format(
                         Identifier(f"{logical}__g{generation}_i{number}"), self.table(logical)
                     )
+                    + SQL(index)
                 )
 
     def table(self, logical: str) -> Identifier:

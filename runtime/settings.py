@@ -30,9 +30,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     database_pool_size: int = Field(default=8, ge=1, le=100)
 
-    jwt_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_previous_secrets: list[SecretStr] = []
+    jwt_issuer: str = "pumpparty-ledger"
+    jwt_audience: str = "pumpparty-api"
     access_token_ttl: int = Field(default=15 * 60, gt=0)
     refresh_token_ttl: int = Field(default=30 * 24 * 3600, gt=0)
+    session_lifetime: int = Field(default=90 * 24 * 3600, gt=0)
+    nonce_ttl: int = Field(default=10 * 60, gt=0)
+    auth_rate_limit: str = "30/minute"
     siwe_domain: str = "localhost:8000"
     siwe_uri: str = "http://localhost:8000/login"
     chain_id: int = Field(default=8453, gt=0)

@@ -1,0 +1,117 @@
+"""The signed-in user: who they are, and their sessions (owner-safe)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from aggregates import identity
+from aggregates.errors import NotFoundError
+from api.auth import CurrentUser, effective_roles, owned_or_404
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+
+router = APIRouter(tags=["me"])
+
+
+class MePublic(BaseModel):
+    id: UUID
+    address: str
+    roles: list[str]
+    registered_at: datetime
+    first_sign_in_at: datetime | None
+    last_sign_in_at: datetime | None
+    sign_in_count: int
+
+
+class SessionPublic(BaseModel):
+    session_id: UUID
+    status: str
+    started_at: datetime
+    last_refreshed_at: datetime | None
+    refresh_expires_at: datetime
+    absolute_expires_at: datetime
+    rotations: int
+    reuse_detected_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+
+class SessionsPublic(BaseModel):
+    items: list[SessionPublic]
+    next_cursor: str | None
+
+
+class PositionPublic(BaseModel):
+    position: int
+
+
+@router.get("/v1/me", operation_id="me", dependencies=[Depends(wait_for("users"))])
+def me(user: CurrentUser, services: ServicesDep, settings: SettingsDep) -> MePublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM users WHERE user_id = %s", (user.user_id,))
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFoundError("user not found")
+    return MePublic(
+        id=row["user_id"],
+        address=row["address"],
+        roles=sorted(effective_roles(row["roles"], row["address"], settings)),
+        registered_at=row["registered_at"],
+        first_sign_in_at=row["first_sign_in_at"],
+        last_sign_in_at=row["last_sign_in_at"],
+        sign_in_count=row["sign_in_count"],
+    )
+
+
+@router.get(
+    "/v1/sessions", operation_id="sessions_list", dependencies=[Depends(wait_for("sessions"))]
+)
+def list_sessions(user: CurrentUser, services: ServicesDep, page: PageDep) -> SessionsPublic:
+    after = (page.after or {}).get("started_at"), (page.after or {}).get("session_id")
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM sessions WHERE user_id = %s AND (%s::timestamptz IS NULL"
+            " OR (started_at, session_id) > (%s::timestamptz, %s::uuid))"
+            " ORDER BY started_at, session_id LIMIT %s",
+            (user.user_id, after[0], after[0], after[1], page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [SessionPublic.model_validate(row) for row in rows[: page.limit]]
+    next_cursor = None
+    if len(rows) > page.limit:
+        last = items[-1]
+        next_cursor = encode_cursor(
+            {"started_at": last.started_at.isoformat(), "session_id": str(last.session_id)}
+        )
+    return SessionsPublic(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/sessions/{session_id}",
+    operation_id="session_get",
+    dependencies=[Depends(wait_for("sessions"))],
+)
+def get_session(session_id: UUID, user: CurrentUser, services: ServicesDep) -> SessionPublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM sessions WHERE session_id = %s", (session_id,))
+        row = cursor.fetchone()
+    owned_or_404(row["user_id"] if row else None, user, f"session {session_id}")
+    return SessionPublic.model_validate(row)
+
+
+@router.delete("/v1/sessions/{session_id}", operation_id="session_revoke")
+def revoke_session(
+    session_id: UUID, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+) -> PositionPublic:
+    written = identity.revoke_session(
+        ledger,
+        command_context(user.actor, clock),
+        session_id=session_id,
+        owner_id=user.user_id,
+        reason="revoked-by-owner",
+    )
+    return PositionPublic(position=written.position)

@@ -1,0 +1,111 @@
+"""Sessions: each sign-in's token family, active or revoked. No token material."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL
+
+from aggregates.sessions import Session
+from projections.base import LedgerProjection, ProjectionView
+
+
+class SessionsView(ProjectionView):
+    tables: ClassVar[dict[str, str]] = {
+        "sessions": """(
+            session_id uuid PRIMARY KEY,
+            user_id uuid NOT NULL,
+            status text NOT NULL,
+            started_at timestamptz NOT NULL,
+            last_refreshed_at timestamptz,
+            refresh_expires_at timestamptz NOT NULL,
+            absolute_expires_at timestamptz NOT NULL,
+            rotations integer NOT NULL DEFAULT 0,
+            reuse_detected_at timestamptz,
+            revoked_at timestamptz,
+            revoked_reason text
+        )"""
+    }
+    indexes: ClassVar[dict[str, list[str]]] = {"sessions": ["(user_id, started_at, session_id)"]}
+
+    def start(
+        self,
+        session_id: UUID,
+        user_id: UUID,
+        at: datetime,
+        refresh_expires_at: datetime,
+        absolute_expires_at: datetime,
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (session_id, user_id, status, started_at, refresh_expires_at,"
+                " absolute_expires_at) VALUES (%s, %s, 'active', %s, %s, %s)"
+            ).format(self.table("sessions")),
+            (session_id, user_id, at, refresh_expires_at, absolute_expires_at),
+        )
+
+    def rotate(self, session_id: UUID, at: datetime, refresh_expires_at: datetime) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET last_refreshed_at = %s, refresh_expires_at = %s,"
+                " rotations = rotations + 1 WHERE session_id = %s"
+            ).format(self.table("sessions")),
+            (at, refresh_expires_at, session_id),
+        )
+
+    def note_reuse(self, session_id: UUID, at: datetime) -> None:
+        self.cursor.execute(
+            SQL("UPDATE {} SET reuse_detected_at = %s WHERE session_id = %s").format(
+                self.table("sessions")
+            ),
+            (at, session_id),
+        )
+
+    def revoke(self, session_id: UUID, at: datetime, reason: str) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET status = 'revoked', revoked_at = %s, revoked_reason = %s"
+                " WHERE session_id = %s"
+            ).format(self.table("sessions")),
+            (at, reason, session_id),
+        )
+
+
+class Sessions(LedgerProjection[SessionsView]):
+    name = "sessions"
+    view_class = SessionsView
+    topics = tuple(
+        get_topic(cls)
+        for cls in (Session.Started, Session.Rotated, Session.ReuseDetected, Session.Revoked)
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        pass
+
+    @process_event.register
+    def _(self, event: Session.Started, tracking: Tracking) -> None:
+        self.view.start(
+            event.originator_id,
+            event.user_id,
+            event.timestamp,
+            event.refresh_expires_at,
+            event.absolute_expires_at,
+        )
+
+    @process_event.register
+    def _(self, event: Session.Rotated, tracking: Tracking) -> None:
+        self.view.rotate(event.originator_id, event.timestamp, event.refresh_expires_at)
+
+    @process_event.register
+    def _(self, event: Session.ReuseDetected, tracking: Tracking) -> None:
+        self.view.note_reuse(event.originator_id, event.timestamp)
+
+    @process_event.register
+    def _(self, event: Session.Revoked, tracking: Tracking) -> None:
+        self.view.revoke(event.originator_id, event.timestamp, event.reason)

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from projections.runner import ProjectionRunner
+from runtime.services import Services
+
+
+def catch_up(services: Services) -> None:
+    """Bring every projection to the head of the log, as the worker would."""
+    for name in services.projections.classes:
+        ProjectionRunner(services.projections, name, services.url).catch_up()
