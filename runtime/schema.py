@@ -111,6 +111,20 @@ STEPS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "mark prices observed by ingestion, read by the prop engine",
+        """
+        CREATE TABLE market_marks (
+            source text NOT NULL,
+            asset text NOT NULL,
+            observed_at timestamptz NOT NULL,
+            price numeric NOT NULL CHECK (price > 0),
+            PRIMARY KEY (source, asset, observed_at)
+        );
+        CREATE INDEX market_marks_latest ON market_marks (asset, observed_at DESC);
+        """,
+    ),
 ]
 
 

@@ -11,34 +11,8 @@ from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.state import ProjectionNotStalledError
 from runtime.services import Services
-from tests.support.counter import Counter, new_counter
-
-
-def append_events(services: Services, context: CommandContext, count: int) -> None:
-    """`count` events: counters opened, then incremented, several per command."""
-    ids = [
-        services.ledger.execute(context, lambda unit, n=n: unit.add(new_counter(f"c{n}")).id).result
-        for n in range(max(count // 50, 1))
-    ]
-    remaining = count - len(ids)
-    while remaining > 0:
-        for counter_id in ids:
-            if remaining == 0:
-                break
-            services.ledger.execute(
-                context, lambda unit, i=counter_id: unit.get(Counter, i).increment(by=1)
-            )
-            remaining -= 1
-
-
-def checksum(url: str, table: str = "audit_log") -> tuple[int, str]:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY position), ''))"
-            f" FROM {table} t"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
+from tests.support.counter import new_counter
+from tests.support.log import append_events, checksum
 
 
 def test_runner_projects_every_event_once(services: Services, context: CommandContext) -> None:

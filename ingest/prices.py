@@ -1,0 +1,56 @@
+"""Mark prices for the prop engine: the interface it depends on, and the PostgreSQL source.
+
+Ingestion writes observed prices into `market_marks`; the prop engine asks for the latest
+mark of an asset and records the price, its source and when it was observed in the fill
+event, so replay never reads this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from eventsourcing.postgres import PostgresDatastore
+
+
+@dataclass(frozen=True)
+class Mark:
+    asset: str
+    price: Decimal
+    observed_at: datetime
+    source: str
+
+
+class PriceSource(Protocol):
+    def latest_mark(self, asset: str) -> Mark | None: ...
+
+
+class PostgresPriceSource:
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+
+    def latest_mark(self, asset: str) -> Mark | None:
+        with self.datastore.transaction() as cursor:
+            cursor.execute(
+                "SELECT asset, price, observed_at, source FROM market_marks"
+                " WHERE asset = %s ORDER BY observed_at DESC LIMIT 1",
+                (asset,),
+            )
+            row = cursor.fetchone()
+        return (
+            None
+            if row is None
+            else Mark(row["asset"], row["price"], row["observed_at"], row["source"])
+        )
+
+    def record(self, marks: list[Mark]) -> int:
+        """Idempotent: the same (source, asset, time) twice is stored once."""
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.executemany(
+                "INSERT INTO market_marks (source, asset, observed_at, price)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(m.source, m.asset, m.observed_at, m.price) for m in marks],
+            )
+            return max(cursor.rowcount, 0)

