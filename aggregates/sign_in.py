@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-import siwe
 from eventsourcing.domain import event
 
 from aggregates.base import LedgerAggregate, derive_id
 from aggregates.errors import AuthenticationFailedError, InvalidCommandError
 
-# abnf warns about siwe's grammar on first parse; the grammar works, the noise does not help.
-warnings.filterwarnings("ignore", message="rule '.*' redefines", module=r"abnf\..*")
+# abnf warns about siwe's grammar as siwe compiles it; the grammar works, the noise does not.
+warnings.filterwarnings("ignore", message="rule '.*' redefines")
+import siwe  # noqa: E402
 
 STATEMENT = "Sign in to Pump Party."
 _SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")

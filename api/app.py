@@ -11,8 +11,23 @@ from api import metrics
 from api.problems import RESPONSES, install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.request_id import RequestIdMiddleware
-from api.routers import admin_users, audit, auth, health, me
+from api.routers import (
+    admin_economy,
+    admin_moderation,
+    admin_prop,
+    admin_users,
+    audit,
+    auth,
+    clones,
+    economy,
+    health,
+    ingest,
+    me,
+    prop,
+    public_profiles,
+)
 from api.tokens import AccessTokens
+from ingest.deposits import evm_node
 from runtime.clock import Clock, system_clock
 from runtime.services import Services, open_services
 from runtime.settings import Settings, get_settings
@@ -20,9 +35,17 @@ from runtime.settings import Settings, get_settings
 ROUTERS = [
     auth.router,
     me.router,
+    clones.router,
+    public_profiles.router,
+    admin_moderation.router,
     admin_users.router,
+    economy.router,
+    admin_economy.router,
+    prop.router,
+    admin_prop.router,
     audit.router,
     health.router,
+    ingest.router,
     metrics.router,
 ]
 
@@ -42,10 +65,12 @@ def create_app(
         app.state.services = opened
         app.state.access_tokens = AccessTokens.from_settings(opened.settings)
         app.state.auth_limiter = RateLimiter(opened.settings.auth_rate_limit)
+        app.state.evm = evm_node(opened.settings)
         app.state.metrics.watch(opened)
         try:
             yield
         finally:
+            app.state.evm.close()
             if owned:
                 opened.close()
 

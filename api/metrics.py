@@ -11,6 +11,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest.metrics import IngestionCollector
+from projections import reconciliation
 from runtime.services import Services
 
 
@@ -39,7 +41,13 @@ class LedgerCollector(Collector):
             "pumpparty_events_appended", "Log positions handed out (the head of the log)"
         )
         appended.add_metric([], statuses[0].head if statuses else 0)
-        yield from (lag, stalled, appended)
+        breaches = GaugeMetricFamily(
+            "pumpparty_reconciliation_breaches",
+            "Breaches found by the latest ledger reconciliation",
+        )
+        latest = reconciliation.latest(self.services.projections.datastore)
+        breaches.add_metric([], len(latest.breaches) if latest else 0)
+        yield from (lag, stalled, appended, breaches)
 
 
 class Metrics:
@@ -54,6 +62,7 @@ class Metrics:
 
     def watch(self, services: Services) -> None:
         self.registry.register(LedgerCollector(services))
+        self.registry.register(IngestionCollector(services))
 
 
 class MetricsMiddleware:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 import orjson
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
 from aggregates.errors import InvalidCommandError
+
+T = TypeVar("T")
 
 
 class InvalidCursorError(InvalidCommandError):
@@ -34,6 +39,30 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
 class Page(BaseModel):
     after: dict[str, Any] | None
     limit: int
+
+    def position(self, key: str = "position") -> int:
+        """The whole number a cursor continues after (0 from the start)."""
+        value = (self.after or {}).get(key, 0)
+        if type(value) is not int or not 0 <= value < 2**63:
+            raise InvalidCursorError("the cursor is not one this service gave out")
+        return value
+
+    def moment(self, key: str) -> datetime | None:
+        return self._parsed(key, datetime.fromisoformat)
+
+    def identifier(self, key: str) -> UUID | None:
+        return self._parsed(key, UUID)
+
+    def _parsed(self, key: str, parse: Callable[[str], T]) -> T | None:
+        if not self.after:
+            return None
+        value = self.after.get(key)
+        if not isinstance(value, str):
+            raise InvalidCursorError("the cursor is not one this service gave out")
+        try:
+            return parse(value)
+        except ValueError:
+            raise InvalidCursorError("the cursor is not one this service gave out") from None
 
 
 def page_params(

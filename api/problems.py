@@ -134,7 +134,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, error: DomainError) -> Response:
         status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return problem_response(request, status, error.code, str(error), headers=headers)
+        # A domain error may name each fault (e.g. strategy-graph guardrails, by JSON pointer).
+        errors = getattr(error, "problem_errors", None)
+        return problem_response(
+            request, status, error.code, str(error), errors=errors, headers=headers
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:

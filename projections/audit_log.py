@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from psycopg.sql import SQL
 
 from projections.base import LedgerProjection, ProjectionView, RecordedEvent
 from runtime.transcoder import OrjsonTranscoder
@@ -48,17 +47,7 @@ class AuditLogView(ProjectionView):
     }
 
     def insert_entry(self, entry: dict[str, Any]) -> None:
-        self.cursor.execute(
-            SQL(
-                "INSERT INTO {} (position, aggregate_id, aggregate_type, event_type, version,"
-                " actor, correlation_id, causation_id, schema_version, occurred_at, recorded_at)"
-                " VALUES (%(position)s, %(aggregate_id)s, %(aggregate_type)s, %(event_type)s,"
-                " %(version)s, %(actor)s, %(correlation_id)s, %(causation_id)s,"
-                " %(schema_version)s, %(occurred_at)s, %(recorded_at)s)"
-            ).format(self.table("audit_log")),
-            entry,
-            prepare=True,
-        )
+        self.append_row("audit_log", entry)
 
 
 class AuditLog(LedgerProjection[AuditLogView]):

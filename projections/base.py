@@ -55,6 +55,7 @@ class ProjectionView(PostgresTrackingRecorder):
         self.generation = generation
         super().__init__(datastore, tracking_table_name=f"{name}__g{generation}_tracking")
         self._cursor: Cursor[DictRow] | None = None
+        self._appends: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
         for logical, columns in self.tables.items():
             # Column lists are SQL written by us, appended after formatting so that
             # literals like '{}' are not read as placeholders.
@@ -81,13 +82,29 @@ class ProjectionView(PostgresTrackingRecorder):
 
     @contextmanager
     def batch(self, cursor: Cursor[DictRow]) -> Iterator[ProjectionView]:
+        """Bind the view to one transaction. A view is used by one runner at a time."""
         self._cursor = cursor
+        self._appends.clear()
         try:
             yield self
         finally:
             self._cursor = None
+            self._appends.clear()  # a batch that failed half-way leaves nothing behind
+
+    def append_row(self, logical: str, row: dict[str, Any]) -> None:
+        """Buffer a row for a table that is only ever appended to (and not read while a
+        batch runs); the batch writes them all with one COPY when it records its position."""
+        self._appends.setdefault((logical, tuple(row)), []).append(tuple(row.values()))
 
     def record_position(self, position: int) -> None:
+        for (logical, columns), rows in self._appends.items():
+            statement = SQL("COPY {} ({}) FROM STDIN").format(
+                self.table(logical), SQL(", ").join(map(Identifier, columns))
+            )
+            with self.cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        self._appends.clear()
         self._insert_tracking(self.cursor, Tracking(LOG_NAME, position))
 
     def position_in(self, cursor: Cursor[DictRow]) -> int:

@@ -6,7 +6,29 @@ from typing import Any
 
 from projections.audit_log import AuditLog
 from projections.base import LedgerProjection
+from projections.clones import Clones
+from projections.entitlements import Entitlements
+from projections.ledger import LedgerEntries
+from projections.moderation_queue import ModerationQueue
+from projections.prop_accounts import PropAccounts
+from projections.prop_equity import PropEquity
+from projections.prop_fills import PropFills
+from projections.public_profiles import PublicProfiles
+from projections.purchases import Purchases
 from projections.sessions import Sessions
 from projections.users import Users
 
-PROJECTIONS: list[type[LedgerProjection[Any]]] = [AuditLog, Users, Sessions]
+PROJECTIONS: list[type[LedgerProjection[Any]]] = [
+    AuditLog,
+    Users,
+    Sessions,
+    Purchases,
+    Entitlements,
+    LedgerEntries,
+    Clones,
+    PublicProfiles,
+    ModerationQueue,
+    PropAccounts,
+    PropFills,
+    PropEquity,
+]

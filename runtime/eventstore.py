@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from eventsourcing.utils import get_topic
+
 from aggregates.application import Ledger
 from runtime.database import connection_params
+from runtime.recorder import OrderedAppendRecorder
 from runtime.schema import apply_steps
 from runtime.settings import Settings
 
@@ -19,7 +22,10 @@ def ledger_env(url: str, *, pool_size: int = 4, create_tables: bool = False) -> 
         "POSTGRES_PASSWORD": params["password"],
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_PRE_PING": "y",
+        # A dead pooled connection fails the save, which the recorder retries; pinging on
+        # every checkout would cost a round trip per command.
+        "POSTGRES_PRE_PING": "n",
+        "APPLICATION_RECORDER_TOPIC": get_topic(OrderedAppendRecorder),
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "y" if create_tables else "n",
     }

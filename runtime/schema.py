@@ -125,6 +125,151 @@ STEPS: list[tuple[int, str, str]] = [
         CREATE INDEX market_marks_latest ON market_marks (asset, observed_at DESC);
         """,
     ),
+    (
+        5,
+        "appends in one statement, under the lock that keeps commit order = position order",
+        f"""
+        CREATE OR REPLACE FUNCTION pumpparty_insert_events(events stored_event_uuid[])
+        RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+        BEGIN
+            SET LOCAL lock_timeout = '10s';
+            LOCK TABLE {EVENTS} IN EXCLUSIVE MODE;
+            NOTIFY {EVENTS};
+            RETURN QUERY
+                INSERT INTO {EVENTS} (originator_id, originator_version, topic, state)
+                SELECT originator_id, originator_version, topic, state FROM unnest(events)
+                RETURNING notification_id;
+        END $$;
+        """,
+    ),
+    (
+        40,
+        "ledger reconciliation results",
+        """
+        CREATE TABLE reconciliation_checks (
+            checked_at timestamptz PRIMARY KEY DEFAULT clock_timestamp(),
+            ok boolean NOT NULL,
+            trial_balance_minor bigint NOT NULL,
+            breaches jsonb NOT NULL
+        );
+        """,
+    ),
+    (
+        10,
+        "market data beside the marks: candles, funding, asset contexts, prediction markets, TVL",
+        """
+        CREATE TABLE market_candles (
+            source text NOT NULL,
+            instrument text NOT NULL,
+            interval text NOT NULL,
+            open_time timestamptz NOT NULL,
+            close_time timestamptz NOT NULL,
+            open numeric NOT NULL,
+            high numeric NOT NULL,
+            low numeric NOT NULL,
+            close numeric NOT NULL,
+            volume numeric NOT NULL,
+            trades integer NOT NULL,
+            PRIMARY KEY (source, instrument, interval, open_time)
+        );
+        CREATE TABLE market_funding (
+            source text NOT NULL,
+            instrument text NOT NULL,
+            funded_at timestamptz NOT NULL,
+            rate numeric NOT NULL,
+            premium numeric NOT NULL,
+            PRIMARY KEY (source, instrument, funded_at)
+        );
+        CREATE TABLE market_contexts (
+            source text NOT NULL,
+            instrument text NOT NULL,
+            observed_at timestamptz NOT NULL,
+            mark_price numeric NOT NULL,
+            mid_price numeric,
+            oracle_price numeric NOT NULL,
+            funding numeric NOT NULL,
+            open_interest numeric NOT NULL,
+            premium numeric,
+            prev_day_price numeric NOT NULL,
+            day_notional_volume numeric NOT NULL,
+            max_leverage integer NOT NULL,
+            PRIMARY KEY (source, instrument, observed_at)
+        );
+        CREATE TABLE prediction_markets (
+            source text NOT NULL,
+            market_id text NOT NULL,
+            slug text NOT NULL,
+            question text NOT NULL,
+            condition_id text NOT NULL,
+            outcomes jsonb NOT NULL,
+            token_ids jsonb NOT NULL,
+            end_date timestamptz,
+            active boolean NOT NULL,
+            closed boolean NOT NULL,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (source, market_id)
+        );
+        CREATE INDEX prediction_markets_slug ON prediction_markets (slug);
+        CREATE TABLE prediction_prices (
+            source text NOT NULL,
+            token_id text NOT NULL,
+            observed_at timestamptz NOT NULL,
+            market_id text NOT NULL,
+            outcome text NOT NULL,
+            midpoint numeric NOT NULL CHECK (midpoint BETWEEN 0 AND 1),
+            buy_price numeric,
+            sell_price numeric,
+            PRIMARY KEY (source, token_id, observed_at)
+        );
+        CREATE TABLE protocol_tvl (
+            source text NOT NULL,
+            protocol text NOT NULL,
+            observed_at timestamptz NOT NULL,
+            tvl_usd numeric NOT NULL CHECK (tvl_usd >= 0),
+            PRIMARY KEY (source, protocol, observed_at)
+        );
+        """,
+    ),
+    (
+        11,
+        "feature channel values, each stored with the time it describes",
+        """
+        CREATE TABLE feature_values (
+            channel text NOT NULL,
+            observed_at timestamptz NOT NULL,
+            value numeric NOT NULL,
+            computed_at timestamptz NOT NULL,
+            PRIMARY KEY (channel, observed_at)
+        );
+        """,
+    ),
+    (
+        12,
+        "ingestion health per source and channel, and the errors ingestion recorded",
+        """
+        CREATE TABLE ingest_health (
+            kind text NOT NULL CHECK (kind IN ('source', 'channel')),
+            name text NOT NULL,
+            cadence_seconds double precision NOT NULL,
+            last_attempt_at timestamptz NOT NULL,
+            last_success_at timestamptz,
+            last_error_at timestamptz,
+            last_error text,
+            consecutive_failures integer NOT NULL DEFAULT 0,
+            PRIMARY KEY (kind, name)
+        );
+        CREATE TABLE ingest_errors (
+            id bigserial PRIMARY KEY,
+            source text NOT NULL,
+            request text NOT NULL,
+            kind text NOT NULL,
+            message text NOT NULL,
+            excerpt text NOT NULL,
+            occurred_at timestamptz NOT NULL
+        );
+        CREATE INDEX ingest_errors_recent ON ingest_errors (source, occurred_at DESC);
+        """,
+    ),
 ]
 
 
@@ -140,7 +285,7 @@ def apply_steps(url: str) -> list[int]:
                 " applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
             )
             done = {row[0] for row in conn.execute("SELECT step FROM schema_migrations")}
-            for step, description, sql in STEPS:
+            for step, description, sql in sorted(STEPS):
                 if step in done:
                     continue
                 with conn.transaction():

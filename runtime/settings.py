@@ -49,17 +49,86 @@ class Settings(BaseSettings):
     treasury_address: str = "0x000000000000000000000000000000000000dEaD"
     usdc_contract: str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
     min_confirmations: int = Field(default=12, ge=0)
-    audition_fee: Decimal = Field(default=Decimal("25"), gt=0)
+    audition_fee: Decimal = Field(default=Decimal("25"), gt=0, decimal_places=6)
+    # Economy: quotes, deposit verification, reconciliation.
+    quote_ttl: int = Field(default=30 * 60, gt=0)
+    deposit_pending_timeout: int = Field(default=60 * 60, gt=0)
+    deposit_poll_interval: float = Field(default=15.0, gt=0)
+    evm_rpc_timeout: float = Field(default=5.0, gt=0)
+    evm_rpc_attempts: int = Field(default=3, ge=1, le=10)
+    evm_rpc_backoff: float = Field(default=0.2, ge=0)
+    reconciliation_interval: float = Field(default=60.0, gt=0)
 
     hyperliquid_url: HttpUrl = HttpUrl("https://api.hyperliquid.xyz")
     polymarket_url: HttpUrl = HttpUrl("https://gamma-api.polymarket.com")
     defillama_url: HttpUrl = HttpUrl("https://coins.llama.fi")
     ingest_mode: Literal["live", "replay", "off"] = "replay"
+    # Ingestion (issue 8): second hosts, what to follow, cadences (seconds), client behaviour,
+    # retention of raw ticks. Lists are JSON, e.g. PUMPPARTY_INGEST_HYPERLIQUID_COINS='["BTC"]'.
+    polymarket_clob_url: HttpUrl = HttpUrl("https://clob.polymarket.com")
+    defillama_api_url: HttpUrl = HttpUrl("https://api.llama.fi")
+    ingest_replay_dir: Path | None = None
+    ingest_hyperliquid_coins: list[str] = ["BTC", "ETH", "SOL"]
+    ingest_candle_interval: Literal["1m", "5m", "15m", "1h"] = "5m"
+    ingest_lookback: float = Field(default=6 * 3600.0, gt=0)
+    ingest_polymarket_slugs: list[str] = ["btc-100k", "eth-5k"]
+    ingest_defillama_coins: list[str] = [
+        "coingecko:bitcoin",
+        "coingecko:ethereum",
+        "coingecko:solana",
+        "ethereum:0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+    ]
+    ingest_defillama_protocols: list[str] = ["aave", "lido"]
+    ingest_hyperliquid_interval: float = Field(default=60.0, gt=0)
+    ingest_polymarket_interval: float = Field(default=60.0, gt=0)
+    ingest_defillama_interval: float = Field(default=300.0, gt=0)
+    ingest_channels_interval: float = Field(default=60.0, gt=0)
+    ingest_retention_interval: float = Field(default=3600.0, gt=0)
+    ingest_tick_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    ingest_timeout: float = Field(default=10.0, gt=0)
+    ingest_attempts: int = Field(default=4, ge=1, le=10)
+    ingest_backoff: float = Field(default=0.5, ge=0)
+    ingest_backoff_max: float = Field(default=30.0, ge=0)
+    ingest_retry_after_max: float = Field(default=60.0, ge=0)
 
     read_wait_timeout: float = Field(default=2.0, ge=0, le=30)
     digest_interval: float = Field(default=60.0, gt=0)
     command_retries: int = Field(default=5, ge=0, le=50)
     heartbeat_interval: float = Field(default=5.0, gt=0)
+
+    # Clones (issue 4): active clones per user, reports that hide a profile for review, and
+    # the strategy-graph guardrails. Lists are JSON, e.g. PUMPPARTY_CLONE_ASSETS='["BTC"]'.
+    clone_active_limit: int = Field(default=5, ge=1, le=1000)
+    clone_report_threshold: int = Field(default=3, ge=1, le=1000)
+    clone_graph_max_nodes: int = Field(default=64, ge=2, le=1000)
+    clone_graph_max_edges: int = Field(default=128, ge=1, le=5000)
+    clone_graph_max_depth: int = Field(default=16, ge=2, le=1000)
+    clone_assets: list[str] = Field(default=["BTC", "ETH", "SOL"], min_length=1)
+    # The feature channels data-source nodes may name (ingestion's default catalog).
+    clone_channels: list[str] = Field(
+        default=[
+            *(
+                f"hyperliquid.{coin}.{feature}"
+                for coin in ("BTC", "ETH", "SOL")
+                for feature in (
+                    "return_1h",
+                    "return_4h",
+                    "volatility_1h",
+                    "volatility_4h",
+                    "funding_rate",
+                )
+            ),
+            *(f"defillama.{p}.tvl_change_{w}" for p in ("aave", "lido") for w in ("1d", "7d")),
+            *(f"polymarket.{slug}.probability" for slug in ("btc-100k", "eth-5k")),
+        ],
+        min_length=1,
+    )
+
+    # Prop trading (issue 6): how old a mark may be for an action to fill (seconds), and the
+    # cadences (seconds) of the mark-to-market and equity-snapshot jobs.
+    prop_max_mark_age: float = Field(default=60.0, gt=0, le=86400)
+    prop_mark_interval: float = Field(default=60.0, gt=0)
+    prop_snapshot_interval: float = Field(default=300.0, gt=0)
 
     @field_validator("admin_addresses", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ from projections.audit_chain import Digest, Verification, record_digest, verify
 from projections.audit_trail import state_at
 from projections.log import HandlerFailedError
 from projections.rebuild import ProjectionNotRebuildableError, rebuild
+from projections.reconciliation import reconcile_and_record
 from projections.registry import PROJECTIONS
 from projections.state import ProjectionNotFoundError, ProjectionNotStalledError
 from runtime.clock import system_clock
@@ -61,6 +62,8 @@ projections_app = typer.Typer(help="Read models: list, status, rebuild, skip, re
 audit_app = typer.Typer(help="Auditor tools: history, state, verify, export, digest.")
 app.add_typer(projections_app, name="projections", no_args_is_help=True)
 app.add_typer(audit_app, name="audit", no_args_is_help=True)
+ledger_app = typer.Typer(help="The double-entry ledger: reconciliation.")
+app.add_typer(ledger_app, name="ledger", no_args_is_help=True)
 
 err = Console(stderr=True)
 
@@ -324,6 +327,21 @@ def projections_resume(ctx: typer.Context, name: ProjectionName) -> None:
 # --- audit -------------------------------------------------------------------------------
 
 AggregateId = Annotated[UUID, typer.Argument(help="The aggregate's id.")]
+
+
+@ledger_app.command("check")
+def ledger_check(ctx: typer.Context) -> None:
+    """Reconcile the ledger: trial balance zero, balances equal entries, one grant per
+    verified purchase. Records the result; exits 1 on any breach."""
+    with opened(ctx) as services:
+        result = reconcile_and_record(services.projections.datastore)
+    for breach in result.breaches:
+        write(dumps(breach))
+    if not result.ok:
+        fail(
+            f"FAILED: {len(result.breaches)} breach(es), trial balance {result.trial_balance_minor}"
+        )
+    typer.echo("ok: trial balance 0, balances equal their entries, one grant per verified purchase")
 
 
 @audit_app.command("history")

@@ -19,7 +19,11 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from tenacity import Retrying, stop_after_attempt, stop_when_event_set, wait_exponential
 
+from aggregates.prop_trading import mark_live_accounts, snapshot_live_accounts
+from ingest.deposits import confirm_deposits
+from ingest.ingestion import Ingestion
 from projections.audit_chain import record_digest
+from projections.reconciliation import reconcile_and_record
 from projections.runner import ProjectionRunner
 from runtime.services import Services
 
@@ -115,6 +119,23 @@ class Worker:
         settings = services.settings
         # Every scheduled job is one line here.
         self.register_job("audit_digest", lambda s: record_digest(s.url), settings.digest_interval)
+        if settings.ingest_mode != "off":  # market data: live, or replayed from recordings
+            feed = Ingestion(settings)
+            self.register_job("ingest_hyperliquid", feed.hyperliquid, feed.cadence("hyperliquid"))
+            self.register_job("ingest_polymarket", feed.polymarket, feed.cadence("polymarket"))
+            self.register_job("ingest_defillama", feed.defillama, feed.cadence("defillama"))
+            self.register_job("ingest_channels", feed.channels, settings.ingest_channels_interval)
+            self.register_job("ingest_retention", feed.prune, settings.ingest_retention_interval)
+        self.register_job("prop_mark_to_market", mark_live_accounts, settings.prop_mark_interval)
+        self.register_job(
+            "prop_equity_snapshots", snapshot_live_accounts, settings.prop_snapshot_interval
+        )
+        self.register_job("deposit_confirmations", confirm_deposits, settings.deposit_poll_interval)
+        self.register_job(
+            "ledger_reconciliation",
+            lambda s: reconcile_and_record(s.projections.datastore),
+            settings.reconciliation_interval,
+        )
 
     @property
     def running(self) -> bool:

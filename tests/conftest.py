@@ -30,6 +30,7 @@ def database_url(postgres_url: str) -> Iterator[str]:
 
 AUDITOR_TOKEN = "auditor-secret-RETRO-CLOCK"
 ENGINE_TOKEN = "engine-secret-RETRO-CLOCK"
+PROP_READER_TOKEN = "prop-reader-secret-RETRO-CLOCK"
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
             ServiceTokenSpec(
                 name="engine", scopes=["prop:write"], secrets=[ENGINE_TOKEN, "engine-old"]
             ),
+            ServiceTokenSpec(name="prop-reader", scopes=["prop:read"], secrets=[PROP_READER_TOKEN]),
         ],
     )
 

@@ -98,7 +98,7 @@ class AuditFilters(BaseModel):
 def audit_events(
     services: ServicesDep, page: PageDep, filters: Annotated[AuditFilters, Query()]
 ) -> AuditEntriesPublic:
-    after = int((page.after or {}).get("position", 0))
+    after = page.position()
     where, params = filters.where(after)
     query = SQL("SELECT * FROM audit_log WHERE {} ORDER BY position LIMIT %s").format(where)
     with services.projections.datastore.transaction() as cursor:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import ClockDep, ServicesDep
+from projections import reconciliation
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
@@ -40,6 +42,13 @@ class WorkerHealthPublic(BaseModel):
     age_seconds: float
     status: str
     last_error: str | None
+
+
+class ReconciliationPublic(BaseModel):
+    status: str
+    checked_at: datetime | None
+    trial_balance_minor: str | None
+    breaches: list[dict[str, Any]]
 
 
 @router.get("", operation_id="health")
@@ -89,3 +98,19 @@ def workers_health(services: ServicesDep, clock: ClockDep) -> list[WorkerHealthP
             )
         )
     return workers
+
+
+@router.get("/reconciliation", operation_id="health_reconciliation")
+def reconciliation_health(services: ServicesDep) -> ReconciliationPublic:
+    """The latest ledger reconciliation: `failing` when any check was breached."""
+    result = reconciliation.latest(services.projections.datastore)
+    if result is None:
+        return ReconciliationPublic(
+            status="unknown", checked_at=None, trial_balance_minor=None, breaches=[]
+        )
+    return ReconciliationPublic(
+        status="ok" if result.ok else "failing",
+        checked_at=result.checked_at,
+        trial_balance_minor=str(result.trial_balance_minor),
+        breaches=result.breaches,
+    )

@@ -71,7 +71,7 @@ def me(user: CurrentUser, services: ServicesDep, settings: SettingsDep) -> MePub
     "/v1/sessions", operation_id="sessions_list", dependencies=[Depends(wait_for("sessions"))]
 )
 def list_sessions(user: CurrentUser, services: ServicesDep, page: PageDep) -> SessionsPublic:
-    after = (page.after or {}).get("started_at"), (page.after or {}).get("session_id")
+    after = page.moment("started_at"), page.identifier("session_id")
     with services.projections.datastore.transaction() as cursor:
         cursor.execute(
             "SELECT * FROM sessions WHERE user_id = %s AND (%s::timestamptz IS NULL"

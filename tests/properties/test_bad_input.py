@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
+from api.pagination import encode_cursor
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN
 from tests.support.http import PROBLEM
 
@@ -26,7 +27,23 @@ ROUTES = [
 ]
 TOKENS = [None, AUDITOR_TOKEN, ENGINE_TOKEN, "not-a-token"]
 
+# Cursors that decode but carry the wrong things: they must be refused, not crash.
+forged_cursors = st.sampled_from(
+    [
+        encode_cursor(after)
+        for after in (
+            {"position": "x"},
+            {"position": -1},
+            {"position": 2**63},
+            {"started_at": "x", "session_id": 5},
+            {"started_at": 5},
+            {"granted_at": "2026-01-01T00:00:00+00:00", "entitlement_id": "not-a-uuid"},
+            {"number": None},
+        )
+    ]
+)
 garbage = st.one_of(
+    forged_cursors,
     st.text(max_size=40),
     st.sampled_from(
         ["", "null", "-1", "0", "1e309", "NaN", "'; DROP TABLE x;--", "\u0000", "9" * 40]

@@ -1,0 +1,257 @@
+"""Clone commands: create, update, archive, drafts, publishing, profiles, reports, moderation.
+
+Owner commands take the caller's user id; someone else's clone is answered exactly like a
+missing one. Limits and guardrail rules arrive as arguments, read from settings at the edge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from aggregates.application import Ledger, UnitOfWork, Written
+from aggregates.base import CommandContext
+from aggregates.clone_rosters import CloneRoster, roster_id_for
+from aggregates.clones import Clone
+from aggregates.errors import NotFoundError
+from aggregates.profiles import (
+    ProfileDetails,
+    PublicProfile,
+    ReportDetails,
+    profile_id_for,
+)
+from aggregates.strategy_graph import GraphRules, canonical_document, check_graph, graph_digest
+
+
+@dataclass(frozen=True)
+class SavedDraft:
+    number: int
+    digest: str
+    graph: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    version_id: str
+    number: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    profile_id: UUID
+    clone_id: UUID
+    status: str
+
+
+def owned_clone(unit: UnitOfWork, clone_id: UUID, owner_id: UUID) -> Clone:
+    clone = unit.get(Clone, clone_id)
+    if clone.owner_id != owner_id:
+        raise NotFoundError(f"Clone {clone_id} not found")
+    return clone
+
+
+def _fingerprint(**fields: Any) -> str:
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def create_clone(
+    ledger: Ledger,
+    context: CommandContext,
+    *,
+    owner_id: UUID,
+    key: str,
+    name: str,
+    description: str,
+    active_limit: int,
+) -> Written[UUID]:
+    """Create once per (owner, key); the new clone counts against the owner's active limit."""
+    fingerprint = _fingerprint(name=name, description=description)
+
+    def decide(unit: UnitOfWork) -> UUID:
+        def create(clone_id: UUID) -> Clone:
+            # Counted in the same unit as the clone: concurrent creates collide on the roster.
+            roster = unit.find(CloneRoster, roster_id_for(owner_id))
+            if roster is None:
+                roster = unit.add(CloneRoster.open(owner_id))
+            roster.count_in(clone_id, active_limit)
+            return Clone(
+                id=clone_id,
+                owner_id=owner_id,
+                name=name,
+                description=description,
+                request_fingerprint=fingerprint,
+            )
+
+        # Keys are scoped to their owner, so one user's key never names another's clone.
+        return unit.create_once(Clone, f"{owner_id}:{key}", fingerprint, create).id
+
+    return ledger.execute(context, decide)
+
+
+def update_clone(
+    ledger: Ledger,
+    context: CommandContext,
+    *,
+    clone_id: UUID,
+    owner_id: UUID,
+    name: str | None,
+    description: str | None,
+) -> Written[None]:
+    def decide(unit: UnitOfWork) -> None:
+        clone = owned_clone(unit, clone_id, owner_id)
+        clone.update(
+            name if name is not None else clone.name,
+            description if description is not None else clone.description,
+        )
+
+    return ledger.execute(context, decide)
+
+
+def archive_clone(
+    ledger: Ledger, context: CommandContext, *, clone_id: UUID, owner_id: UUID
+) -> Written[None]:
+    """Archive: it stops counting against the limit and its profile is withdrawn."""
+
+    def decide(unit: UnitOfWork) -> None:
+        clone = owned_clone(unit, clone_id, owner_id)
+        clone.archive()
+        roster = unit.find(CloneRoster, roster_id_for(owner_id))
+        if roster is not None:
+            roster.release(clone_id)
+        profile = unit.find(PublicProfile, profile_id_for(clone_id))
+        if profile is not None:
+            profile.withdraw()
+
+    return ledger.execute(context, decide)
+
+
+def save_draft(
+    ledger: Ledger,
+    context: CommandContext,
+    *,
+    clone_id: UUID,
+    owner_id: UUID,
+    graph: Any,
+    rules: GraphRules,
+) -> Written[SavedDraft]:
+    """Check the graph against every guardrail, then store its canonical form."""
+    document = canonical_document(check_graph(graph, rules))
+    digest = graph_digest(document)
+
+    def decide(unit: UnitOfWork) -> SavedDraft:
+        clone = owned_clone(unit, clone_id, owner_id)
+        return SavedDraft(clone.save_draft(document, digest), digest, document)
+
+    return ledger.execute(context, decide)
+
+
+def publish_version(
+    ledger: Ledger, context: CommandContext, *, clone_id: UUID, owner_id: UUID, rules: GraphRules
+) -> Written[PublishedVersion]:
+    """Publish the current draft, checked again under today's rules."""
+
+    def decide(unit: UnitOfWork) -> PublishedVersion:
+        clone = owned_clone(unit, clone_id, owner_id)
+        document = canonical_document(check_graph(clone.draft_to_publish(), rules))
+        version_id = graph_digest(document)
+        number, created = clone.publish(document, version_id)
+        return PublishedVersion(version_id, number, created)
+
+    return ledger.execute(context, decide)
+
+
+def submit_profile(
+    ledger: Ledger,
+    context: CommandContext,
+    *,
+    clone_id: UUID,
+    owner_id: UUID,
+    details: ProfileDetails,
+) -> Written[ProfileState]:
+    def decide(unit: UnitOfWork) -> ProfileState:
+        clone = owned_clone(unit, clone_id, owner_id)
+        clone.check_not_archived()
+        clone.check_not_banned()
+        profile = unit.find(PublicProfile, profile_id_for(clone_id))
+        if profile is None:
+            profile = unit.add(PublicProfile.open(clone_id, owner_id))
+        profile.submit(details)
+        return ProfileState(profile.id, clone_id, profile.status)
+
+    return ledger.execute(context, decide)
+
+
+def report_profile(
+    ledger: Ledger,
+    context: CommandContext,
+    *,
+    profile_id: UUID,
+    reporter_id: UUID,
+    details: ReportDetails,
+    threshold: int,
+) -> Written[UUID]:
+    """One report per reporter; the threshold-th distinct reporter hides the profile."""
+
+    def decide(unit: UnitOfWork) -> UUID:
+        profile = unit.find(PublicProfile, profile_id)
+        if profile is None:
+            raise NotFoundError(f"profile {profile_id} not found")
+        return profile.report(reporter_id, details, threshold)
+
+    return ledger.execute(context, decide)
+
+
+def _moderate(
+    ledger: Ledger,
+    context: CommandContext,
+    profile_id: UUID,
+    decide_on: Callable[[UnitOfWork, PublicProfile], None],
+) -> Written[ProfileState]:
+    def decide(unit: UnitOfWork) -> ProfileState:
+        profile = unit.get(PublicProfile, profile_id)
+        decide_on(unit, profile)
+        return ProfileState(profile.id, profile.clone_id, profile.status)
+
+    return ledger.execute(context, decide)
+
+
+def approve_profile(
+    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+) -> Written[ProfileState]:
+    return _moderate(ledger, context, profile_id, lambda _, p: p.approve(reason))
+
+
+def reject_profile(
+    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+) -> Written[ProfileState]:
+    return _moderate(ledger, context, profile_id, lambda _, p: p.reject(reason))
+
+
+def restore_profile(
+    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+) -> Written[ProfileState]:
+    return _moderate(ledger, context, profile_id, lambda _, p: p.restore(reason))
+
+
+def keep_profile_hidden(
+    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+) -> Written[ProfileState]:
+    return _moderate(ledger, context, profile_id, lambda _, p: p.keep_hidden(reason))
+
+
+def ban_clone(
+    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+) -> Written[ProfileState]:
+    """Ban the clone behind a profile: the profile is hidden for good, publishing stops."""
+
+    def ban(unit: UnitOfWork, profile: PublicProfile) -> None:
+        profile.ban(reason)
+        unit.get(Clone, profile.clone_id).ban(reason)
+
+    return _moderate(ledger, context, profile_id, ban)

@@ -1,0 +1,284 @@
+"""Audition-fee quotes, purchases, and the rules that decide whether a deposit counts.
+
+What the chain says arrives as a `DepositObservation` (fetched at the edge); `assess`
+turns it into verified, rejected (with a reason) or still pending. A `TxClaim` per
+transaction hash, created in the same transaction as the purchase, makes sure no
+transaction ever pays for two purchases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from aggregates.base import LedgerAggregate, derive_id
+from aggregates.errors import ConflictError, InvalidCommandError, NotFoundError
+
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+
+
+class PurchaseStatus(StrEnum):
+    PENDING = "pending_confirmations"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+
+
+class Reason(StrEnum):
+    """Why a purchase is still pending or was rejected: stable codes clients can act on."""
+
+    AWAITING_CONFIRMATIONS = "awaiting-confirmations"
+    NOT_MINED = "tx-not-mined"
+    RPC_UNAVAILABLE = "rpc-unavailable"
+    RPC_WRONG_CHAIN = "rpc-wrong-chain"
+    REORGED = "reorged"
+    TX_UNKNOWN = "tx-unknown"
+    TX_FAILED = "tx-failed"
+    WRONG_TOKEN = "wrong-token"
+    WRONG_RECIPIENT = "wrong-recipient"
+    WRONG_SENDER = "wrong-sender"
+    AMOUNT_TOO_LOW = "amount-too-low"
+    QUOTE_EXPIRED = "quote-expired"
+
+
+def claim_id_for(chain_id: int, tx_hash: str) -> UUID:
+    return derive_id("TxClaim", f"{chain_id}:{tx_hash.lower()}")
+
+
+class QuoteNotFoundError(NotFoundError):
+    code = "quote-not-found"
+
+
+class TxAlreadyClaimedError(ConflictError):
+    code = "tx-already-claimed"
+
+
+class InvalidIdempotencyKeyError(InvalidCommandError):
+    code = "invalid-idempotency-key"
+
+
+class AuditionQuote(LedgerAggregate):
+    class Quoted(LedgerAggregate.Created):
+        user_id: UUID
+        payer: str
+        amount_minor: int
+        token_contract: str
+        chain_id: int
+        treasury_address: str
+        expires_at: datetime
+
+    @event(Quoted)
+    def __init__(
+        self,
+        id: UUID,
+        user_id: UUID,
+        payer: str,
+        amount_minor: int,
+        token_contract: str,
+        chain_id: int,
+        treasury_address: str,
+        expires_at: datetime,
+    ) -> None:
+        self.user_id = user_id
+        self.payer = payer
+        self.amount_minor = amount_minor
+        self.token_contract = token_contract
+        self.chain_id = chain_id
+        self.treasury_address = treasury_address
+        self.expires_at = expires_at
+
+
+class TxClaim(LedgerAggregate):
+    class Claimed(LedgerAggregate.Created):
+        tx_hash: str
+        purchase_id: UUID
+
+    @event(Claimed)
+    def __init__(self, id: UUID, tx_hash: str, purchase_id: UUID) -> None:
+        self.tx_hash = tx_hash
+        self.purchase_id = purchase_id
+
+
+@dataclass(frozen=True)
+class TransferLog:
+    token: str
+    sender: str
+    recipient: str
+    value_minor: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class DepositObservation:
+    """What the node said about a transaction, at one moment (no node reached: None)."""
+
+    chain_id: int
+    head_block: int
+    tx_known: bool
+    receipt_status: int | None = None  # None: no receipt yet
+    block_number: int | None = None
+    block_hash: str | None = None
+    canonical_block_hash: str | None = None  # the node's block at that height, read again
+    block_time: datetime | None = None
+    transfers: list[TransferLog] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    status: PurchaseStatus
+    reason: Reason | None
+    confirmations: int = 0
+    paid: TransferLog | None = None
+
+
+def assess(
+    observation: DepositObservation | None,
+    quote: AuditionQuote,
+    *,
+    min_confirmations: int,
+    now: datetime,
+    pending_since: datetime,
+    pending_timeout: timedelta,
+) -> Assessment:
+    """Verified only on certain data; anything uncertain stays pending until it times out."""
+    timed_out = now - pending_since > pending_timeout
+    if observation is None:
+        return Assessment(PurchaseStatus.PENDING, Reason.RPC_UNAVAILABLE)
+    if observation.chain_id != quote.chain_id:
+        return Assessment(PurchaseStatus.PENDING, Reason.RPC_WRONG_CHAIN)
+    if observation.receipt_status is None or observation.block_number is None:
+        return _uncertain(
+            Reason.NOT_MINED if observation.tx_known else Reason.TX_UNKNOWN, timed_out
+        )
+    if observation.receipt_status != 1:
+        return Assessment(PurchaseStatus.REJECTED, Reason.TX_FAILED)
+    if observation.canonical_block_hash != observation.block_hash:
+        return _uncertain(Reason.REORGED, timed_out)
+    rejection, paid = _match_transfer(observation.transfers, quote)
+    if rejection is not None:
+        return Assessment(PurchaseStatus.REJECTED, rejection)
+    if observation.block_time is not None and observation.block_time > quote.expires_at:
+        return Assessment(PurchaseStatus.REJECTED, Reason.QUOTE_EXPIRED)
+    confirmations = observation.head_block - observation.block_number + 1
+    if confirmations < min_confirmations:
+        return Assessment(
+            PurchaseStatus.PENDING, Reason.AWAITING_CONFIRMATIONS, max(confirmations, 0)
+        )
+    return Assessment(PurchaseStatus.VERIFIED, None, confirmations, paid)
+
+
+def _uncertain(reason: Reason, timed_out: bool) -> Assessment:
+    """Not known yet: wait, but not for ever."""
+    return Assessment(PurchaseStatus.REJECTED if timed_out else PurchaseStatus.PENDING, reason)
+
+
+def _match_transfer(
+    transfers: list[TransferLog], quote: AuditionQuote
+) -> tuple[Reason | None, TransferLog | None]:
+    """The USDC transfer from the payer to the treasury, or the most telling reason why not."""
+    usdc = [t for t in transfers if t.token.lower() == quote.token_contract.lower()]
+    if not usdc:
+        return Reason.WRONG_TOKEN, None
+    to_treasury = [t for t in usdc if t.recipient.lower() == quote.treasury_address.lower()]
+    if not to_treasury:
+        return Reason.WRONG_RECIPIENT, None
+    from_payer = [t for t in to_treasury if t.sender.lower() == quote.payer.lower()]
+    if not from_payer:
+        return Reason.WRONG_SENDER, None
+    best = max(from_payer, key=lambda t: t.value_minor)
+    if best.value_minor < quote.amount_minor:
+        return Reason.AMOUNT_TOO_LOW, None
+    return None, best
+
+
+class Purchase(LedgerAggregate):
+    class Submitted(LedgerAggregate.Created):
+        user_id: UUID
+        quote_id: UUID
+        tx_hash: str
+        request_fingerprint: str
+
+    class StillPending(LedgerAggregate.Event):
+        reason: str
+        confirmations: int
+
+    class Verified(LedgerAggregate.Event):
+        block_number: int
+        block_hash: str
+        log_index: int
+        paid_minor: int
+        confirmations: int
+
+    class Rejected(LedgerAggregate.Event):
+        reason: str
+
+    @event(Submitted)
+    def __init__(
+        self, id: UUID, user_id: UUID, quote_id: UUID, tx_hash: str, request_fingerprint: str
+    ) -> None:
+        self.user_id = user_id
+        self.quote_id = quote_id
+        self.tx_hash = tx_hash
+        self.request_fingerprint = request_fingerprint
+        self.status = PurchaseStatus.PENDING
+        self.reason: str | None = None
+        self.confirmations = 0
+        self.paid_minor = 0
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status is PurchaseStatus.PENDING
+
+    def record(
+        self, assessment: Assessment, block_number: int | None, block_hash: str | None
+    ) -> None:
+        """Apply an assessment; a pending one is recorded only when something changed."""
+        if not self.is_pending:
+            return
+        if assessment.status is PurchaseStatus.VERIFIED:
+            assert (
+                assessment.paid is not None and block_number is not None and block_hash is not None
+            )
+            self._verified(
+                block_number=block_number,
+                block_hash=block_hash,
+                log_index=assessment.paid.log_index,
+                paid_minor=assessment.paid.value_minor,
+                confirmations=assessment.confirmations,
+            )
+        elif assessment.status is PurchaseStatus.REJECTED:
+            self._rejected(reason=str(assessment.reason))
+        elif (str(assessment.reason), assessment.confirmations) != (
+            self.reason,
+            self.confirmations,
+        ):
+            self._still_pending(
+                reason=str(assessment.reason), confirmations=assessment.confirmations
+            )
+
+    @event(StillPending)
+    def _still_pending(self, reason: str, confirmations: int) -> None:
+        self.reason = reason
+        self.confirmations = confirmations
+
+    @event(Verified)
+    def _verified(
+        self,
+        block_number: int,
+        block_hash: str,
+        log_index: int,
+        paid_minor: int,
+        confirmations: int,
+    ) -> None:
+        self.status = PurchaseStatus.VERIFIED
+        self.reason = None
+        self.paid_minor = paid_minor
+        self.confirmations = confirmations
+
+    @event(Rejected)
+    def _rejected(self, reason: str) -> None:
+        self.status = PurchaseStatus.REJECTED
+        self.reason = reason

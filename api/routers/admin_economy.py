@@ -1,0 +1,36 @@
+"""Admins revoke entitlements, with a reason; the admin is the actor."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from aggregates import economy
+from api.auth import AdminUser
+from api.deps import ClockDep, LedgerDep, command_context
+
+router = APIRouter(prefix="/v1/admin/entitlements", tags=["admin"])
+
+
+class RevocationCreate(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class PositionPublic(BaseModel):
+    position: int
+
+
+@router.post("/{entitlement_id}/revoke", operation_id="admin_revoke_entitlement")
+def revoke(
+    entitlement_id: UUID,
+    body: RevocationCreate,
+    admin: AdminUser,
+    ledger: LedgerDep,
+    clock: ClockDep,
+) -> PositionPublic:
+    written = economy.revoke_entitlement(
+        ledger, command_context(admin.actor, clock), entitlement_id, body.reason
+    )
+    return PositionPublic(position=written.position)

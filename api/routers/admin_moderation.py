@@ -1,0 +1,176 @@
+"""Admins moderate public profiles: approve or reject submissions; after reports, restore,
+keep hidden or ban the clone. Each decision carries a reason and is an event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from aggregates import cloning
+from aggregates.application import Ledger, Written
+from aggregates.base import CommandContext
+from aggregates.cloning import ProfileState
+from aggregates.profiles import ModerationReason
+from api.auth import AdminUser
+from api.deps import ClockDep, LedgerDep, ServicesDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+
+router = APIRouter(prefix="/v1/admin/moderation", tags=["admin"])
+
+
+class ApprovalCreate(BaseModel):
+    reason: ModerationReason | None = None
+
+
+class DecisionCreate(BaseModel):
+    reason: ModerationReason
+
+
+class DecisionPublic(BaseModel):
+    profile_id: UUID
+    clone_id: UUID
+    status: str
+    position: int
+
+
+class QueueEntryPublic(BaseModel):
+    profile_id: UUID
+    clone_id: UUID
+    owner_id: UUID
+    display_name: str
+    status: str
+    awaiting: str
+    open_reports: int
+    queued_at: datetime
+
+
+class QueuePublic(BaseModel):
+    items: list[QueueEntryPublic]
+    next_cursor: str | None
+
+
+class ReportPublic(BaseModel):
+    report_id: UUID
+    reporter_id: UUID
+    reason: str
+    text: str
+    status: str
+    reported_at: datetime
+    resolved_at: datetime | None
+
+
+class ReportsPublic(BaseModel):
+    items: list[ReportPublic]
+    next_cursor: str | None
+
+
+@router.get(
+    "/queue", operation_id="moderation_queue", dependencies=[Depends(wait_for("moderation_queue"))]
+)
+def queue(
+    admin: AdminUser,
+    services: ServicesDep,
+    page: PageDep,
+    awaiting: Annotated[Literal["approval", "review"] | None, Query()] = None,
+) -> QueuePublic:
+    """Profiles awaiting a decision, oldest first: new or edited ones, and reported ones."""
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM moderation_queue WHERE awaiting IS NOT NULL"
+            " AND (%s::text IS NULL OR awaiting = %s) AND queued_position > %s"
+            " ORDER BY queued_position LIMIT %s",
+            (awaiting, awaiting, page.position(), page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [QueueEntryPublic.model_validate(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    last = rows[page.limit - 1]["queued_position"] if more else None
+    return QueuePublic(items=items, next_cursor=encode_cursor({"position": last}) if more else None)
+
+
+@router.get(
+    "/profiles/{profile_id}/reports",
+    operation_id="moderation_reports",
+    dependencies=[Depends(wait_for("moderation_queue"))],
+)
+def reports(
+    profile_id: UUID, admin: AdminUser, services: ServicesDep, page: PageDep
+) -> ReportsPublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM moderation_reports WHERE profile_id = %s AND position > %s"
+            " ORDER BY position LIMIT %s",
+            (profile_id, page.position(), page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [ReportPublic.model_validate(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    last = rows[page.limit - 1]["position"] if more else None
+    return ReportsPublic(
+        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+    )
+
+
+def decide(
+    decision: Callable[..., Written[ProfileState]],
+    ledger: Ledger,
+    context: CommandContext,
+    profile_id: UUID,
+    reason: str,
+) -> DecisionPublic:
+    written = decision(ledger, context, profile_id=profile_id, reason=reason)
+    state = written.result
+    return DecisionPublic(
+        profile_id=state.profile_id,
+        clone_id=state.clone_id,
+        status=state.status,
+        position=written.position,
+    )
+
+
+@router.post("/profiles/{profile_id}/approve", operation_id="moderation_approve")
+def approve(
+    profile_id: UUID, body: ApprovalCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> DecisionPublic:
+    context = command_context(admin.actor, clock)
+    return decide(cloning.approve_profile, ledger, context, profile_id, body.reason or "")
+
+
+@router.post("/profiles/{profile_id}/reject", operation_id="moderation_reject")
+def reject(
+    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> DecisionPublic:
+    context = command_context(admin.actor, clock)
+    return decide(cloning.reject_profile, ledger, context, profile_id, body.reason)
+
+
+@router.post("/profiles/{profile_id}/restore", operation_id="moderation_restore")
+def restore(
+    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> DecisionPublic:
+    """A hidden profile was reported wrongly: it is public again, its reports closed."""
+    context = command_context(admin.actor, clock)
+    return decide(cloning.restore_profile, ledger, context, profile_id, body.reason)
+
+
+@router.post("/profiles/{profile_id}/keep-hidden", operation_id="moderation_keep_hidden")
+def keep_hidden(
+    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> DecisionPublic:
+    """The reports were right: the profile stays hidden until its owner edits it."""
+    context = command_context(admin.actor, clock)
+    return decide(cloning.keep_profile_hidden, ledger, context, profile_id, body.reason)
+
+
+@router.post("/profiles/{profile_id}/ban", operation_id="moderation_ban")
+def ban(
+    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> DecisionPublic:
+    """Ban the clone behind the profile: hidden for good, and it can no longer publish."""
+    context = command_context(admin.actor, clock)
+    return decide(cloning.ban_clone, ledger, context, profile_id, body.reason)

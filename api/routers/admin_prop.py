@@ -1,0 +1,146 @@
+"""Admins open prop accounts (auditions and races open theirs through the service) and
+freeze, unfreeze, flatten or close them, each with a reason; every change is an event
+on the account with the admin as its actor, so the account's audit log shows who and why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from aggregates import prop_trading
+from aggregates.application import Written
+from aggregates.base import CommandContext
+from aggregates.prop_accounts import MAX_AMOUNT
+from api.auth import AdminUser
+from api.deps import ClockDep, LedgerDep, command_context
+from api.routers.prop import PricesDep
+
+router = APIRouter(prefix="/v1/admin/prop/accounts", tags=["admin"])
+
+
+class PropAccountCreate(BaseModel):
+    key: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="names the account: the same key opens it once; another body is a 409",
+    )
+    owner_id: UUID
+    clone_id: UUID
+    clone_version_hash: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    purpose: Literal["audition", "race"]
+    starting_equity: Annotated[
+        Decimal, Field(gt=0, le=MAX_AMOUNT, max_digits=21, decimal_places=8, examples=["10000"])
+    ]
+    rule_set: str = Field(min_length=1, max_length=64)
+    rule_set_version: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class PropAccountOpenedPublic(BaseModel):
+    account_id: UUID
+    position: int
+
+
+class PropControlCreate(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class PropStatusPublic(BaseModel):
+    account_id: UUID
+    status: str
+    position: int
+
+
+@router.post("", status_code=201, operation_id="admin_prop_open")
+def open_account(
+    body: PropAccountCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> PropAccountOpenedPublic:
+    written = prop_trading.open_account(
+        ledger,
+        command_context(admin.actor, clock),
+        key=f"admin:{body.key}",
+        owner_id=body.owner_id,
+        clone_id=body.clone_id,
+        clone_version_hash=body.clone_version_hash,
+        purpose=body.purpose,
+        starting_equity=body.starting_equity,
+        rule_set_name=body.rule_set,
+        rule_set_version=body.rule_set_version,
+    )
+    return PropAccountOpenedPublic(account_id=written.result, position=written.position)
+
+
+def _control(
+    account_id: UUID,
+    admin: AdminUser,
+    clock: ClockDep,
+    run: Callable[[CommandContext], Written[str]],
+) -> PropStatusPublic:
+    written = run(command_context(admin.actor, clock))
+    return PropStatusPublic(account_id=account_id, status=written.result, position=written.position)
+
+
+@router.post("/{account_id}/freeze", operation_id="admin_prop_freeze")
+def freeze(
+    account_id: UUID, body: PropControlCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> PropStatusPublic:
+    """Stop trading: every action is rejected (`account-frozen`) until unfrozen."""
+    return _control(
+        account_id,
+        admin,
+        clock,
+        lambda context: prop_trading.freeze(ledger, context, account_id, body.reason),
+    )
+
+
+@router.post("/{account_id}/unfreeze", operation_id="admin_prop_unfreeze")
+def unfreeze(
+    account_id: UUID, body: PropControlCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+) -> PropStatusPublic:
+    return _control(
+        account_id,
+        admin,
+        clock,
+        lambda context: prop_trading.unfreeze(ledger, context, account_id, body.reason),
+    )
+
+
+@router.post("/{account_id}/flatten", operation_id="admin_prop_flatten")
+def flatten(
+    account_id: UUID,
+    body: PropControlCreate,
+    admin: AdminUser,
+    ledger: LedgerDep,
+    prices: PricesDep,
+    clock: ClockDep,
+) -> PropStatusPublic:
+    """Close every position at the latest mark, with slippage and fee; no gates apply."""
+    return _control(
+        account_id,
+        admin,
+        clock,
+        lambda context: prop_trading.flatten(ledger, context, prices, account_id, body.reason),
+    )
+
+
+@router.post("/{account_id}/close", operation_id="admin_prop_close")
+def close(
+    account_id: UUID,
+    body: PropControlCreate,
+    admin: AdminUser,
+    ledger: LedgerDep,
+    prices: PricesDep,
+    clock: ClockDep,
+) -> PropStatusPublic:
+    """Flatten whatever is open, then close the account for good."""
+    return _control(
+        account_id,
+        admin,
+        clock,
+        lambda context: prop_trading.close(ledger, context, prices, account_id, body.reason),
+    )

@@ -1,0 +1,418 @@
+"""Clones (owner routes): create, list, read, update, archive, drafts, versions, profile.
+
+Every route here answers someone else's clone with 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from pydantic import BaseModel
+
+from aggregates import cloning
+from aggregates.clones import CloneDescription, CloneName
+from aggregates.profiles import ProfileDetails
+from aggregates.strategy_graph import GraphRules
+from api.auth import CurrentUser, owned_or_404
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+from runtime.settings import Settings
+
+router = APIRouter(prefix="/v1/clones", tags=["clones"])
+
+DETAIL_LIMIT = 50
+"""How many of the latest drafts and versions a clone's detail lists."""
+
+EXAMPLE_GRAPH: dict[str, Any] = {
+    "nodes": [
+        {"id": "btc", "kind": "data_source", "channel": "hyperliquid.BTC.return_1h"},
+        {"id": "z", "kind": "feature_transform", "transform": "zscore", "window": 24},
+        {
+            "id": "llm",
+            "kind": "model",
+            "provider": "anthropic",
+            "model": "claude-sonnet-4",
+            "prompt": {"template": "Momentum z-score: {{momentum}}.", "variables": ["momentum"]},
+        },
+        {"id": "sig", "kind": "signal", "long_above": "0.3", "short_below": "-0.3"},
+        {
+            "id": "risk",
+            "kind": "risk_rule",
+            "asset": "BTC",
+            "max_position_fraction": "0.25",
+            "stop_loss_fraction": "0.05",
+        },
+        {"id": "buy", "kind": "action", "asset": "BTC", "size_fraction": "0.5"},
+    ],
+    "edges": [
+        {"from": "btc", "to": "z"},
+        {"from": "z", "to": "llm", "port": "momentum"},
+        {"from": "llm", "to": "sig"},
+        {"from": "sig", "to": "risk"},
+        {"from": "risk", "to": "buy"},
+    ],
+}
+
+
+class CloneCreate(BaseModel):
+    name: CloneName
+    description: CloneDescription = ""
+
+
+class ClonePatch(BaseModel):
+    name: CloneName | None = None
+    description: CloneDescription | None = None
+
+
+class CloneWrittenPublic(BaseModel):
+    clone_id: UUID
+    position: int
+
+
+class CloneSummaryPublic(BaseModel):
+    clone_id: UUID
+    name: str
+    description: str
+    status: str
+    banned: bool
+    draft_number: int
+    version_count: int
+    latest_version_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+
+
+class ClonesPublic(BaseModel):
+    items: list[CloneSummaryPublic]
+    next_cursor: str | None
+
+
+class DraftSummaryPublic(BaseModel):
+    number: int
+    digest: str
+    saved_at: datetime
+
+
+class CurrentDraftPublic(DraftSummaryPublic):
+    graph: dict[str, Any]
+
+
+class VersionSummaryPublic(BaseModel):
+    version_id: str
+    number: int
+    draft_number: int
+    published_at: datetime
+
+
+class CloneDetailPublic(CloneSummaryPublic):
+    ban_reason: str | None
+    draft: CurrentDraftPublic | None
+    drafts: list[DraftSummaryPublic]
+    versions: list[VersionSummaryPublic]
+
+
+class DraftWrittenPublic(BaseModel):
+    clone_id: UUID
+    number: int
+    digest: str
+    graph: dict[str, Any]
+    position: int
+
+
+class VersionWrittenPublic(BaseModel):
+    clone_id: UUID
+    version_id: str
+    number: int
+    created: bool
+    position: int
+
+
+class VersionPublic(VersionSummaryPublic):
+    graph: dict[str, Any]
+
+
+class VersionsPublic(BaseModel):
+    items: list[VersionPublic]
+    next_cursor: str | None
+
+
+class ProfileCreate(ProfileDetails):
+    pass
+
+
+class ProfileWrittenPublic(BaseModel):
+    profile_id: UUID
+    clone_id: UUID
+    status: str
+    position: int
+
+
+class OwnProfilePublic(BaseModel):
+    profile_id: UUID
+    clone_id: UUID
+    display_name: str
+    bio: str
+    avatar_url: str | None
+    links: list[str]
+    status: str
+    visible: bool
+    status_reason: str | None
+    submitted_at: datetime | None
+    approved_at: datetime | None
+    updated_at: datetime
+
+
+def graph_rules(settings: Settings) -> GraphRules:
+    return GraphRules(
+        max_nodes=settings.clone_graph_max_nodes,
+        max_edges=settings.clone_graph_max_edges,
+        max_depth=settings.clone_graph_max_depth,
+        channels=frozenset(settings.clone_channels),
+        assets=frozenset(settings.clone_assets),
+    )
+
+
+def summary(row: dict[str, Any]) -> CloneSummaryPublic:
+    return CloneSummaryPublic.model_validate({**row, "banned": row["ban_reason"] is not None})
+
+
+@router.post("", status_code=201, operation_id="clone_create")
+def create_clone(
+    body: CloneCreate,
+    user: CurrentUser,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=128,
+            description="retrying with the same key returns the first clone, not another",
+        ),
+    ] = None,
+) -> CloneWrittenPublic:
+    written = cloning.create_clone(
+        ledger,
+        command_context(user.actor, clock),
+        owner_id=user.user_id,
+        key=idempotency_key or secrets.token_hex(16),
+        name=body.name,
+        description=body.description,
+        active_limit=settings.clone_active_limit,
+    )
+    return CloneWrittenPublic(clone_id=written.result, position=written.position)
+
+
+@router.get("", operation_id="clones_list", dependencies=[Depends(wait_for("clones"))])
+def list_clones(
+    user: CurrentUser,
+    services: ServicesDep,
+    page: PageDep,
+    status: Annotated[str | None, Query(pattern="^(active|archived)$")] = None,
+) -> ClonesPublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM clones WHERE owner_id = %s AND position > %s"
+            " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s",
+            (user.user_id, page.position(), status, status, page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [summary(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    last = rows[page.limit - 1]["position"] if more else None
+    return ClonesPublic(
+        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+    )
+
+
+@router.get("/{clone_id}", operation_id="clone_get", dependencies=[Depends(wait_for("clones"))])
+def get_clone(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> CloneDetailPublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM clones WHERE clone_id = %s", (clone_id,))
+        row = cursor.fetchone()
+        owned_or_404(row["owner_id"] if row else None, user, f"clone {clone_id}")
+        cursor.execute(
+            "SELECT number, digest, saved_at FROM clone_drafts WHERE clone_id = %s"
+            " ORDER BY number DESC LIMIT %s",
+            (clone_id, DETAIL_LIMIT),
+        )
+        drafts = [DraftSummaryPublic.model_validate(r) for r in cursor.fetchall()]
+        cursor.execute(
+            "SELECT version_id, number, draft_number, published_at FROM clone_versions"
+            " WHERE clone_id = %s ORDER BY number DESC LIMIT %s",
+            (clone_id, DETAIL_LIMIT),
+        )
+        versions = [VersionSummaryPublic.model_validate(r) for r in cursor.fetchall()]
+    assert row is not None  # owned_or_404 refused a missing row
+    draft = None
+    if row["draft_graph"] is not None:
+        draft = CurrentDraftPublic(
+            number=row["draft_number"],
+            digest=row["draft_digest"],
+            saved_at=row["draft_saved_at"],
+            graph=row["draft_graph"],
+        )
+    return CloneDetailPublic(
+        **summary(row).model_dump(),
+        ban_reason=row["ban_reason"],
+        draft=draft,
+        drafts=drafts,
+        versions=versions,
+    )
+
+
+@router.patch("/{clone_id}", operation_id="clone_update")
+def update_clone(
+    clone_id: UUID, body: ClonePatch, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+) -> CloneWrittenPublic:
+    written = cloning.update_clone(
+        ledger,
+        command_context(user.actor, clock),
+        clone_id=clone_id,
+        owner_id=user.user_id,
+        name=body.name,
+        description=body.description,
+    )
+    return CloneWrittenPublic(clone_id=clone_id, position=written.position)
+
+
+@router.post("/{clone_id}/archive", operation_id="clone_archive")
+def archive_clone(
+    clone_id: UUID, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+) -> CloneWrittenPublic:
+    written = cloning.archive_clone(
+        ledger, command_context(user.actor, clock), clone_id=clone_id, owner_id=user.user_id
+    )
+    return CloneWrittenPublic(clone_id=clone_id, position=written.position)
+
+
+@router.put("/{clone_id}/draft", operation_id="clone_save_draft")
+def save_draft(
+    clone_id: UUID,
+    graph: Annotated[
+        dict[Any, Any],
+        Body(
+            description=(
+                "the strategy graph; a guardrail failure is a 422 whose `errors` name each"
+                " rule and the JSON pointer of the node or edge at fault in this body"
+            ),
+            examples=[EXAMPLE_GRAPH],
+        ),
+    ],
+    user: CurrentUser,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> DraftWrittenPublic:
+    written = cloning.save_draft(
+        ledger,
+        command_context(user.actor, clock),
+        clone_id=clone_id,
+        owner_id=user.user_id,
+        graph=graph,
+        rules=graph_rules(settings),
+    )
+    draft = written.result
+    return DraftWrittenPublic(
+        clone_id=clone_id,
+        number=draft.number,
+        digest=draft.digest,
+        graph=draft.graph,
+        position=written.position,
+    )
+
+
+@router.post("/{clone_id}/versions", status_code=201, operation_id="clone_publish")
+def publish_version(
+    clone_id: UUID,
+    response: Response,
+    user: CurrentUser,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> VersionWrittenPublic:
+    """Publish the current draft. A graph already published is answered 200, not again."""
+    written = cloning.publish_version(
+        ledger,
+        command_context(user.actor, clock),
+        clone_id=clone_id,
+        owner_id=user.user_id,
+        rules=graph_rules(settings),
+    )
+    version = written.result
+    if not version.created:
+        response.status_code = 200
+    return VersionWrittenPublic(
+        clone_id=clone_id,
+        version_id=version.version_id,
+        number=version.number,
+        created=version.created,
+        position=written.position,
+    )
+
+
+@router.get(
+    "/{clone_id}/versions",
+    operation_id="clone_versions_list",
+    dependencies=[Depends(wait_for("clones"))],
+)
+def list_versions(
+    clone_id: UUID, user: CurrentUser, services: ServicesDep, page: PageDep
+) -> VersionsPublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT owner_id FROM clones WHERE clone_id = %s", (clone_id,))
+        row = cursor.fetchone()
+        owned_or_404(row["owner_id"] if row else None, user, f"clone {clone_id}")
+        cursor.execute(
+            "SELECT * FROM clone_versions WHERE clone_id = %s AND position > %s"
+            " ORDER BY position LIMIT %s",
+            (clone_id, page.position(), page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [VersionPublic.model_validate(r) for r in rows[: page.limit]]
+    more = len(rows) > page.limit
+    last = rows[page.limit - 1]["position"] if more else None
+    return VersionsPublic(
+        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+    )
+
+
+@router.put("/{clone_id}/profile", operation_id="clone_submit_profile")
+def submit_profile(
+    clone_id: UUID, body: ProfileCreate, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+) -> ProfileWrittenPublic:
+    """Submit or edit the public profile; it waits for an admin's approval again."""
+    written = cloning.submit_profile(
+        ledger,
+        command_context(user.actor, clock),
+        clone_id=clone_id,
+        owner_id=user.user_id,
+        details=body,
+    )
+    state = written.result
+    return ProfileWrittenPublic(
+        profile_id=state.profile_id,
+        clone_id=state.clone_id,
+        status=state.status,
+        position=written.position,
+    )
+
+
+@router.get(
+    "/{clone_id}/profile",
+    operation_id="clone_profile_get",
+    dependencies=[Depends(wait_for("public_profiles"))],
+)
+def get_profile(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> OwnProfilePublic:
+    """The clone's profile as its owner sees it: any status, with the moderator's reason."""
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM public_profiles WHERE clone_id = %s", (clone_id,))
+        row = cursor.fetchone()
+    owned_or_404(row["owner_id"] if row else None, user, f"profile of clone {clone_id}")
+    return OwnProfilePublic.model_validate(row)

@@ -1,0 +1,254 @@
+"""The audition fee: quotes, purchases paid on-chain, entitlements, the user's ledger account."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, Field, field_validator
+
+from aggregates import economy
+from aggregates.ledger import USDC_DECIMALS, user_account
+from aggregates.purchases import InvalidIdempotencyKeyError
+from api.auth import CurrentUser, owned_or_404
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+from ingest.deposits import confirm, deposit_policy
+from ingest.evm import EvmNode
+
+router = APIRouter(tags=["economy"])
+
+_TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class QuotePublic(BaseModel):
+    quote_id: UUID
+    amount: str
+    amount_minor: str
+    token_contract: str
+    chain_id: int
+    treasury_address: str
+    expires_at: datetime
+    position: int
+
+
+class PurchaseCreate(BaseModel):
+    quote_id: UUID
+    tx_hash: str = Field(max_length=66)
+
+    @field_validator("tx_hash")
+    @classmethod
+    def hex_hash(cls, value: str) -> str:
+        if not _TX_HASH.match(value):
+            raise ValueError("a transaction hash is 0x and 64 hex digits")
+        return value.lower()
+
+
+class PurchaseAccepted(BaseModel):
+    purchase_id: UUID
+    status: str
+    reason: str | None
+    position: int
+
+
+class PurchasePublic(BaseModel):
+    purchase_id: UUID
+    quote_id: UUID
+    tx_hash: str
+    status: str
+    reason: str | None
+    confirmations: int
+    paid_minor: str | None
+    submitted_at: datetime
+    updated_at: datetime
+
+
+class EntitlementPublic(BaseModel):
+    entitlement_id: UUID
+    purchase_id: UUID
+    kind: str
+    status: str
+    consumed_by: UUID | None
+    reason: str | None
+    granted_at: datetime
+
+
+class EntitlementsPublic(BaseModel):
+    items: list[EntitlementPublic]
+    next_cursor: str | None
+
+
+class LedgerEntryPublic(BaseModel):
+    transfer_id: UUID
+    counterparty: str
+    amount_minor: str
+    cause: str
+    position: int
+    posted_at: datetime
+
+
+class LedgerAccountPublic(BaseModel):
+    account: str
+    balance_minor: str
+    balance: str
+    entries: list[LedgerEntryPublic]
+    next_cursor: str | None
+
+
+def get_evm(request: Request) -> EvmNode:
+    node: EvmNode = request.app.state.evm
+    return node
+
+
+def idempotency_key(key: Annotated[str, Header(alias="Idempotency-Key", max_length=255)]) -> str:
+    if not _KEY.match(key):
+        raise InvalidIdempotencyKeyError(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters"
+        )
+    return key
+
+
+def as_usdc(minor: int) -> str:
+    return str(Decimal(minor).scaleb(-USDC_DECIMALS).quantize(Decimal(1).scaleb(-USDC_DECIMALS)))
+
+
+@router.post("/v1/economy/audition-quotes", status_code=201, operation_id="economy_quote")
+def create_quote(
+    user: CurrentUser, ledger: LedgerDep, settings: SettingsDep, clock: ClockDep
+) -> QuotePublic:
+    now = clock()
+    amount_minor = int(settings.audition_fee.scaleb(USDC_DECIMALS))
+    written = economy.quote_audition(
+        ledger,
+        command_context(user.actor, clock),
+        quote_id=uuid.uuid4(),
+        user_id=user.user_id,
+        payer=user.address,
+        amount_minor=amount_minor,
+        token_contract=settings.usdc_contract.lower(),
+        chain_id=settings.chain_id,
+        treasury_address=settings.treasury_address.lower(),
+        expires_at=now + timedelta(seconds=settings.quote_ttl),
+    )
+    quote = written.result
+    return QuotePublic(
+        quote_id=quote.id,
+        amount=as_usdc(quote.amount_minor),
+        amount_minor=str(quote.amount_minor),
+        token_contract=quote.token_contract,
+        chain_id=quote.chain_id,
+        treasury_address=quote.treasury_address,
+        expires_at=quote.expires_at,
+        position=written.position,
+    )
+
+
+@router.post("/v1/economy/audition-purchases", status_code=202, operation_id="economy_purchase")
+def create_purchase(
+    body: PurchaseCreate,
+    key: Annotated[str, Depends(idempotency_key)],
+    user: CurrentUser,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    evm: Annotated[EvmNode, Depends(get_evm)],
+) -> PurchaseAccepted:
+    context = command_context(user.actor, clock)
+    written = economy.submit_purchase(
+        ledger, context, user_id=user.user_id, key=key, quote_id=body.quote_id, tx_hash=body.tx_hash
+    )
+    state, position = written.result, written.position
+    if state.status == "pending_confirmations":
+        checked = confirm(
+            ledger,
+            command_context(user.actor, clock),
+            evm,
+            deposit_policy(settings),
+            state.purchase_id,
+        )
+        state, position = checked.result, max(position, checked.position)
+    return PurchaseAccepted(
+        purchase_id=state.purchase_id, status=state.status, reason=state.reason, position=position
+    )
+
+
+@router.get(
+    "/v1/economy/audition-purchases/{purchase_id}",
+    operation_id="economy_purchase_get",
+    dependencies=[Depends(wait_for("purchases"))],
+)
+def get_purchase(purchase_id: UUID, user: CurrentUser, services: ServicesDep) -> PurchasePublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM purchases WHERE purchase_id = %s", (purchase_id,))
+        row = cursor.fetchone()
+    owned_or_404(row["user_id"] if row else None, user, f"purchase {purchase_id}")
+    assert row is not None
+    return PurchasePublic.model_validate(
+        {**row, "paid_minor": None if row["paid_minor"] is None else str(row["paid_minor"])}
+    )
+
+
+@router.get(
+    "/v1/entitlements",
+    operation_id="entitlements_list",
+    dependencies=[Depends(wait_for("entitlements"))],
+)
+def list_entitlements(
+    user: CurrentUser, services: ServicesDep, page: PageDep
+) -> EntitlementsPublic:
+    after = page.moment("granted_at"), page.identifier("entitlement_id")
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM entitlements WHERE user_id = %s AND (%s::timestamptz IS NULL"
+            " OR (granted_at, entitlement_id) > (%s::timestamptz, %s::uuid))"
+            " ORDER BY granted_at, entitlement_id LIMIT %s",
+            (user.user_id, after[0], after[0], after[1], page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [EntitlementPublic.model_validate(row) for row in rows[: page.limit]]
+    next_cursor = None
+    if len(rows) > page.limit:
+        last = items[-1]
+        next_cursor = encode_cursor(
+            {"granted_at": last.granted_at.isoformat(), "entitlement_id": str(last.entitlement_id)}
+        )
+    return EntitlementsPublic(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/ledger/accounts/me",
+    operation_id="ledger_account_me",
+    dependencies=[Depends(wait_for("ledger"))],
+)
+def my_ledger_account(
+    user: CurrentUser, services: ServicesDep, page: PageDep
+) -> LedgerAccountPublic:
+    account = user_account(user.user_id)
+    after = page.position()
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT balance_minor FROM ledger_balances WHERE account = %s", (account,))
+        balance_row = cursor.fetchone()
+        cursor.execute(
+            "SELECT * FROM ledger_entries WHERE account = %s AND position > %s ORDER BY position, transfer_id LIMIT %s",
+            (account, after, page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    balance = int(balance_row["balance_minor"]) if balance_row else 0
+    entries = [
+        LedgerEntryPublic.model_validate({**row, "amount_minor": str(row["amount_minor"])})
+        for row in rows[: page.limit]
+    ]
+    more = len(rows) > page.limit
+    return LedgerAccountPublic(
+        account=account,
+        balance_minor=str(balance),
+        balance=as_usdc(balance),
+        entries=entries,
+        next_cursor=encode_cursor({"position": entries[-1].position}) if more else None,
+    )

@@ -1,0 +1,341 @@
+"""Prop accounts: the AI engine submits actions (service token, `prop:write`); the account's
+owner, admins and services with `prop:read` read its summary, positions, fills, equity
+snapshots and audit log. Anyone else is answered as if the account did not exist."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from pydantic import BaseModel, Field, PlainSerializer
+
+from aggregates import prop_trading
+from aggregates.errors import NotFoundError
+from aggregates.prop_accounts import (
+    MAX_AMOUNT,
+    MAX_LEVERAGE,
+    ActionRequest,
+    Position,
+)
+from api.auth import Principal, PrincipalDep, owned_or_404, require_service
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
+from ingest.prices import PostgresPriceSource, PriceSource
+
+router = APIRouter(prefix="/v1/prop/accounts", tags=["prop"])
+
+READ_SCOPE = "prop:read"
+WRITE_SCOPE = "prop:write"
+
+
+def plain(value: Decimal) -> str:
+    """Decimals leave as plain strings: "0", "100", "67012.5", never "0E-8" or "1E+2"."""
+    return format(value.normalize() + 0, "f")
+
+
+Amount = Annotated[Decimal, PlainSerializer(plain, return_type=str)]
+OrderAmount = Annotated[
+    Decimal, Field(gt=0, le=MAX_AMOUNT, max_digits=21, decimal_places=8, examples=["0.015"])
+]
+
+
+def get_prices(services: ServicesDep) -> PriceSource:
+    return PostgresPriceSource(services.projections.datastore)
+
+
+PricesDep = Annotated[PriceSource, Depends(get_prices)]
+
+
+class ActionCreate(BaseModel):
+    client_action_id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    asset: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9@:._/-]+$")
+    side: Literal["buy", "sell"]
+    size: OrderAmount | None = Field(default=None, description="in units of the asset")
+    notional: OrderAmount | None = Field(default=None, description="in USD at the mark")
+    reduce_only: bool = False
+    leverage: Annotated[Decimal, Field(ge=1, le=MAX_LEVERAGE, max_digits=12, decimal_places=8)] = (
+        Decimal("1")
+    )
+
+
+class FillPublic(BaseModel):
+    number: int
+    asset: str
+    side: str
+    size: Amount
+    price: Amount
+    mark_price: Amount
+    mark_source: str
+    mark_observed_at: datetime
+    slippage_bps: Amount
+    slippage: Amount
+    fee_bps: Amount
+    fee: Amount
+    realized_pnl: Amount
+    position_size: Amount
+    filled_at: datetime
+
+
+class PositionPublic(BaseModel):
+    asset: str
+    size: Amount
+    average_entry_price: Amount | None
+    leverage: Amount
+    mark_price: Amount | None
+    notional: Amount | None
+    unrealized_pnl: Amount | None
+    margin: Amount | None
+    mark_source: str | None
+    mark_observed_at: datetime | None
+
+
+class ActionPublic(BaseModel):
+    status: Literal["filled", "rejected"]
+    reason: str | None = Field(description="the gate's reason code when rejected")
+    detail: str | None
+    fill: FillPublic | None
+    position: PositionPublic = Field(description="the account's position in the asset after")
+    log_position: int = Field(description="the log position to read this write at")
+
+
+class RulesPublic(BaseModel):
+    name: str
+    version: int
+    allowed_assets: list[str]
+    max_leverage: Amount
+    max_order_notional: Amount
+    max_position_notional: Amount
+    max_gross_exposure: Amount
+    min_action_interval: int
+    daily_loss_limit: Amount
+    max_drawdown: Amount
+    fee_bps: Amount
+    slippage_bps: Amount
+    breach_action: str
+
+
+class AccountPublic(BaseModel):
+    account_id: UUID
+    owner_id: UUID
+    clone_id: UUID
+    clone_version_hash: str
+    purpose: str
+    rules: RulesPublic
+    status: str
+    status_reason: str | None
+    breach: str | None
+    starting_equity: Amount
+    balance: Amount
+    realized_pnl: Amount
+    fees_paid: Amount
+    unrealized_pnl: Amount
+    equity: Amount
+    margin_used: Amount
+    gross_exposure: Amount
+    peak_equity: Amount
+    day: str | None
+    day_start_equity: Amount
+    day_start_balance: Amount
+    fills: int
+    rejections: int
+    opened_at: datetime
+    last_marked_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime
+
+
+class PositionsPublic(BaseModel):
+    items: list[PositionPublic]
+
+
+class FillsPublic(BaseModel):
+    items: list[FillPublic]
+    next_cursor: str | None
+
+
+class EquitySnapshotPublic(BaseModel):
+    taken_at: datetime
+    equity: Amount
+    balance: Amount
+    unrealized_pnl: Amount
+    realized_pnl: Amount
+    fees_paid: Amount
+    margin_used: Amount
+    gross_exposure: Amount
+
+
+class EquitySnapshotsPublic(BaseModel):
+    items: list[EquitySnapshotPublic]
+    next_cursor: str | None
+
+
+def readable_account(cursor: Cursor[DictRow], account_id: UUID, reader: Principal) -> DictRow:
+    """The account's summary row, if this reader may see it: its owner, an admin, or a
+    service with `prop:read`. Anyone else gets the answer a missing account gets."""
+    cursor.execute("SELECT * FROM prop_accounts WHERE account_id = %s", (account_id,))
+    row = cursor.fetchone()
+    what = f"prop account {account_id}"
+    if reader.is_admin or READ_SCOPE in reader.scopes:
+        if row is None:
+            raise NotFoundError(f"{what} not found")
+        return row
+    owned_or_404(row["owner_id"] if row else None, reader, what)
+    assert row is not None
+    return row
+
+
+def position_public(row: DictRow) -> PositionPublic:
+    position = Position(row["size"], row["cost"], row["leverage"])
+    price: Decimal = row["mark_price"]
+    return PositionPublic(
+        asset=row["asset"],
+        size=position.size,
+        average_entry_price=position.average_entry,
+        leverage=position.leverage,
+        mark_price=price,
+        notional=position.notional(price),
+        unrealized_pnl=position.unrealized(price),
+        margin=position.margin(price),
+        mark_source=row["mark_source"],
+        mark_observed_at=row["mark_observed_at"],
+    )
+
+
+def page_after(after: dict[str, Any] | None, key: str) -> int:
+    value = (after or {}).get(key, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@router.post("/{account_id}/actions", operation_id="prop_submit_action")
+def submit_action(
+    account_id: UUID,
+    body: ActionCreate,
+    engine: Annotated[Principal, Depends(require_service(WRITE_SCOPE))],
+    ledger: LedgerDep,
+    prices: PricesDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ActionPublic:
+    """Gate and paper-fill one action. A rejection is recorded too, with its reason code;
+    the same `client_action_id` with the same body returns the first result."""
+    written = prop_trading.submit_action(
+        ledger,
+        command_context(engine.actor, clock),
+        prices,
+        account_id,
+        ActionRequest(**body.model_dump()),
+        max_mark_age=timedelta(seconds=settings.prop_max_mark_age),
+    )
+    result = written.result
+    return ActionPublic(
+        status=result.status,  # type: ignore[arg-type]
+        reason=result.reason,
+        detail=result.detail,
+        fill=None if result.fill is None else FillPublic.model_validate(result.fill),
+        position=PositionPublic.model_validate(result.position),
+        log_position=written.position,
+    )
+
+
+@router.get(
+    "/{account_id}",
+    operation_id="prop_account_get",
+    dependencies=[Depends(wait_for("prop_accounts"))],
+)
+def get_account(account_id: UUID, reader: PrincipalDep, services: ServicesDep) -> AccountPublic:
+    with services.projections.datastore.transaction() as cursor:
+        row = readable_account(cursor, account_id, reader)
+    return AccountPublic.model_validate(
+        {**row, "day": row["day"] and row["day"].isoformat(), "rules": row["rules"]}
+    )
+
+
+@router.get(
+    "/{account_id}/positions",
+    operation_id="prop_account_positions",
+    dependencies=[Depends(wait_for("prop_accounts"))],
+)
+def get_positions(account_id: UUID, reader: PrincipalDep, services: ServicesDep) -> PositionsPublic:
+    with services.projections.datastore.transaction() as cursor:
+        readable_account(cursor, account_id, reader)
+        cursor.execute(
+            "SELECT * FROM prop_positions WHERE account_id = %s ORDER BY asset", (account_id,)
+        )
+        rows = cursor.fetchall()
+    return PositionsPublic(items=[position_public(row) for row in rows])
+
+
+@router.get(
+    "/{account_id}/fills",
+    operation_id="prop_account_fills",
+    dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("prop_fills"))],
+)
+def get_fills(
+    account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
+) -> FillsPublic:
+    with services.projections.datastore.transaction() as cursor:
+        readable_account(cursor, account_id, reader)
+        cursor.execute(
+            "SELECT * FROM prop_fills WHERE account_id = %s AND number > %s"
+            " ORDER BY number LIMIT %s",
+            (account_id, page_after(page.after, "number"), page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [FillPublic.model_validate(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    return FillsPublic(
+        items=items, next_cursor=encode_cursor({"number": items[-1].number}) if more else None
+    )
+
+
+@router.get(
+    "/{account_id}/snapshots",
+    operation_id="prop_account_snapshots",
+    dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("prop_equity"))],
+)
+def get_snapshots(
+    account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
+) -> EquitySnapshotsPublic:
+    """The equity curve: one point per snapshot, oldest first."""
+    with services.projections.datastore.transaction() as cursor:
+        readable_account(cursor, account_id, reader)
+        cursor.execute(
+            "SELECT * FROM prop_equity_snapshots WHERE account_id = %s AND position > %s"
+            " ORDER BY position LIMIT %s",
+            (account_id, page_after(page.after, "position"), page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [EquitySnapshotPublic.model_validate(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    cursor_after = encode_cursor({"position": rows[page.limit - 1]["position"]}) if more else None
+    return EquitySnapshotsPublic(items=items, next_cursor=cursor_after)
+
+
+@router.get(
+    "/{account_id}/audit",
+    operation_id="prop_account_audit",
+    dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("audit_log"))],
+)
+def get_audit(
+    account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
+) -> AuditEntriesPublic:
+    """The account's own events from the audit log: who did what, and when."""
+    with services.projections.datastore.transaction() as cursor:
+        readable_account(cursor, account_id, reader)
+        cursor.execute(
+            "SELECT * FROM audit_log WHERE aggregate_id = %s AND position > %s"
+            " ORDER BY position LIMIT %s",
+            (account_id, page_after(page.after, "position"), page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    items = [AuditEntryPublic.model_validate(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    return AuditEntriesPublic(
+        items=items, next_cursor=encode_cursor({"position": items[-1].position}) if more else None
+    )

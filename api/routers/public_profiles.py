@@ -1,0 +1,77 @@
+"""Public profiles: anyone reads an approved profile; signed-in users report one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from aggregates import cloning
+from aggregates.errors import NotFoundError
+from aggregates.profiles import ReportDetails
+from api.auth import CurrentUser
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+
+router = APIRouter(prefix="/v1/public/profiles", tags=["public profiles"])
+
+
+class PublicProfilePublic(BaseModel):
+    profile_id: UUID
+    clone_id: UUID
+    display_name: str
+    bio: str
+    avatar_url: str | None
+    links: list[str]
+    approved_at: datetime | None
+
+
+class ReportCreate(ReportDetails):
+    pass
+
+
+class ReportWrittenPublic(BaseModel):
+    report_id: UUID
+    profile_id: UUID
+    position: int
+
+
+@router.get(
+    "/{profile_id}",
+    operation_id="public_profile_get",
+    dependencies=[Depends(wait_for("public_profiles"))],
+)
+def get_profile(profile_id: UUID, services: ServicesDep) -> PublicProfilePublic:
+    """Anonymous: an approved profile that is not hidden; anything else is 404."""
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM public_profiles WHERE profile_id = %s AND visible", (profile_id,)
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFoundError(f"profile {profile_id} not found")
+    return PublicProfilePublic.model_validate(row)
+
+
+@router.post("/{profile_id}/reports", status_code=201, operation_id="public_profile_report")
+def report_profile(
+    profile_id: UUID,
+    body: ReportCreate,
+    user: CurrentUser,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ReportWrittenPublic:
+    """One report per user per profile: a repeat is answered the same and counts once."""
+    written = cloning.report_profile(
+        ledger,
+        command_context(user.actor, clock),
+        profile_id=profile_id,
+        reporter_id=user.user_id,
+        details=body,
+        threshold=settings.clone_report_threshold,
+    )
+    return ReportWrittenPublic(
+        report_id=written.result, profile_id=profile_id, position=written.position
+    )

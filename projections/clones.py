@@ -1,0 +1,222 @@
+"""Clones: each owner's clones, every draft save, and every published version with its graph.
+
+Each row keeps `position`, the log position of the event that first wrote it: lists page
+by it, and no two rows of a table share one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL
+from psycopg.types.json import Jsonb
+
+from aggregates.clones import Clone
+from projections.base import LedgerProjection, ProjectionView
+
+
+class ClonesView(ProjectionView):
+    tables: ClassVar[dict[str, str]] = {
+        "clones": """(
+            clone_id uuid PRIMARY KEY,
+            owner_id uuid NOT NULL,
+            name text NOT NULL,
+            description text NOT NULL,
+            status text NOT NULL,
+            ban_reason text,
+            draft_number integer NOT NULL DEFAULT 0,
+            draft_digest text,
+            draft_graph jsonb,
+            draft_saved_at timestamptz,
+            version_count integer NOT NULL DEFAULT 0,
+            latest_version_id text,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            archived_at timestamptz,
+            position bigint NOT NULL UNIQUE
+        )""",
+        "clone_drafts": """(
+            clone_id uuid NOT NULL,
+            number integer NOT NULL,
+            digest text NOT NULL,
+            saved_at timestamptz NOT NULL,
+            position bigint NOT NULL UNIQUE,
+            PRIMARY KEY (clone_id, number)
+        )""",
+        "clone_versions": """(
+            clone_id uuid NOT NULL,
+            version_id text NOT NULL,
+            number integer NOT NULL,
+            draft_number integer NOT NULL,
+            graph jsonb NOT NULL,
+            published_at timestamptz NOT NULL,
+            position bigint NOT NULL UNIQUE,
+            PRIMARY KEY (clone_id, version_id)
+        )""",
+    }
+    indexes: ClassVar[dict[str, list[str]]] = {
+        "clones": ["(owner_id, position)"],
+        "clone_versions": ["(clone_id, position)"],
+    }
+
+    def create(
+        self,
+        clone_id: UUID,
+        owner_id: UUID,
+        name: str,
+        description: str,
+        at: datetime,
+        position: int,
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (clone_id, owner_id, name, description, status, created_at,"
+                " updated_at, position) VALUES (%s, %s, %s, %s, 'active', %s, %s, %s)"
+            ).format(self.table("clones")),
+            (clone_id, owner_id, name, description, at, at, position),
+        )
+
+    def update(self, clone_id: UUID, name: str, description: str, at: datetime) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET name = %s, description = %s, updated_at = %s WHERE clone_id = %s"
+            ).format(self.table("clones")),
+            (name, description, at, clone_id),
+        )
+
+    def save_draft(
+        self,
+        clone_id: UUID,
+        number: int,
+        digest: str,
+        graph: dict[str, Any],
+        at: datetime,
+        position: int,
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET draft_number = %s, draft_digest = %s, draft_graph = %s,"
+                " draft_saved_at = %s, updated_at = %s WHERE clone_id = %s"
+            ).format(self.table("clones")),
+            (number, digest, Jsonb(graph), at, at, clone_id),
+        )
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (clone_id, number, digest, saved_at, position)"
+                " VALUES (%s, %s, %s, %s, %s)"
+            ).format(self.table("clone_drafts")),
+            (clone_id, number, digest, at, position),
+        )
+
+    def publish(
+        self,
+        clone_id: UUID,
+        version_id: str,
+        number: int,
+        draft_number: int,
+        graph: dict[str, Any],
+        at: datetime,
+        position: int,
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET version_count = %s, latest_version_id = %s, updated_at = %s"
+                " WHERE clone_id = %s"
+            ).format(self.table("clones")),
+            (number, version_id, at, clone_id),
+        )
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (clone_id, version_id, number, draft_number, graph,"
+                " published_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            ).format(self.table("clone_versions")),
+            (clone_id, version_id, number, draft_number, Jsonb(graph), at, position),
+        )
+
+    def archive(self, clone_id: UUID, at: datetime) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET status = 'archived', archived_at = %s, updated_at = %s"
+                " WHERE clone_id = %s"
+            ).format(self.table("clones")),
+            (at, at, clone_id),
+        )
+
+    def ban(self, clone_id: UUID, reason: str, at: datetime) -> None:
+        self.cursor.execute(
+            SQL("UPDATE {} SET ban_reason = %s, updated_at = %s WHERE clone_id = %s").format(
+                self.table("clones")
+            ),
+            (reason, at, clone_id),
+        )
+
+
+class Clones(LedgerProjection[ClonesView]):
+    name = "clones"
+    view_class = ClonesView
+    topics = tuple(
+        get_topic(cls)
+        for cls in (
+            Clone.Created,
+            Clone.Updated,
+            Clone.DraftSaved,
+            Clone.Published,
+            Clone.Archived,
+            Clone.Banned,
+        )
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        pass
+
+    @process_event.register
+    def _(self, event: Clone.Created, tracking: Tracking) -> None:
+        self.view.create(
+            event.originator_id,
+            event.owner_id,
+            event.name,
+            event.description,
+            event.timestamp,
+            tracking.notification_id,
+        )
+
+    @process_event.register
+    def _(self, event: Clone.Updated, tracking: Tracking) -> None:
+        self.view.update(event.originator_id, event.name, event.description, event.timestamp)
+
+    @process_event.register
+    def _(self, event: Clone.DraftSaved, tracking: Tracking) -> None:
+        self.view.save_draft(
+            event.originator_id,
+            event.number,
+            event.digest,
+            event.graph,
+            event.timestamp,
+            tracking.notification_id,
+        )
+
+    @process_event.register
+    def _(self, event: Clone.Published, tracking: Tracking) -> None:
+        self.view.publish(
+            event.originator_id,
+            event.version_id,
+            event.number,
+            event.draft_number,
+            event.graph,
+            event.timestamp,
+            tracking.notification_id,
+        )
+
+    @process_event.register
+    def _(self, event: Clone.Archived, tracking: Tracking) -> None:
+        self.view.archive(event.originator_id, event.timestamp)
+
+    @process_event.register
+    def _(self, event: Clone.Banned, tracking: Tracking) -> None:
+        self.view.ban(event.originator_id, event.reason, event.timestamp)

@@ -1,0 +1,99 @@
+"""Entitlements by owner: what each user may still spend on an audition."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL
+
+from aggregates.entitlements import Entitlement
+from projections.base import LedgerProjection, ProjectionView
+
+
+class EntitlementsView(ProjectionView):
+    tables: ClassVar[dict[str, str]] = {
+        "entitlements": """(
+            entitlement_id uuid PRIMARY KEY,
+            user_id uuid NOT NULL,
+            purchase_id uuid NOT NULL UNIQUE,
+            kind text NOT NULL,
+            status text NOT NULL,
+            consumed_by uuid,
+            reason text,
+            granted_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        )"""
+    }
+    indexes: ClassVar[dict[str, list[str]]] = {
+        "entitlements": ["(user_id, granted_at, entitlement_id)"]
+    }
+
+    def grant(
+        self, entitlement_id: UUID, user_id: UUID, purchase_id: UUID, kind: str, at: datetime
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (entitlement_id, user_id, purchase_id, kind, status, granted_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, 'available', %s, %s)"
+            ).format(self.table("entitlements")),
+            (entitlement_id, user_id, purchase_id, kind, at, at),
+        )
+
+    def set_status(
+        self,
+        entitlement_id: UUID,
+        status: str,
+        at: datetime,
+        consumed_by: UUID | None,
+        reason: str | None,
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "UPDATE {} SET status = %s, consumed_by = %s, reason = %s, updated_at = %s"
+                " WHERE entitlement_id = %s"
+            ).format(self.table("entitlements")),
+            (status, consumed_by, reason, at, entitlement_id),
+        )
+
+
+class Entitlements(LedgerProjection[EntitlementsView]):
+    name = "entitlements"
+    view_class = EntitlementsView
+    topics = tuple(
+        get_topic(cls)
+        for cls in (
+            Entitlement.Granted,
+            Entitlement.Consumed,
+            Entitlement.Restored,
+            Entitlement.Revoked,
+        )
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        pass
+
+    @process_event.register
+    def _(self, event: Entitlement.Granted, tracking: Tracking) -> None:
+        self.view.grant(
+            event.originator_id, event.user_id, event.purchase_id, event.kind, event.timestamp
+        )
+
+    @process_event.register
+    def _(self, event: Entitlement.Consumed, tracking: Tracking) -> None:
+        self.view.set_status(
+            event.originator_id, "consumed", event.timestamp, event.audition_id, None
+        )
+
+    @process_event.register
+    def _(self, event: Entitlement.Restored, tracking: Tracking) -> None:
+        self.view.set_status(event.originator_id, "available", event.timestamp, None, event.reason)
+
+    @process_event.register
+    def _(self, event: Entitlement.Revoked, tracking: Tracking) -> None:
+        self.view.set_status(event.originator_id, "revoked", event.timestamp, None, event.reason)

@@ -1,0 +1,91 @@
+"""Ledger entries and balances: two entries per transfer (one per side), summing to zero."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL
+
+from aggregates.ledger import Transfer
+from projections.base import LedgerProjection, ProjectionView
+
+
+class LedgerView(ProjectionView):
+    tables: ClassVar[dict[str, str]] = {
+        "ledger_entries": """(
+            transfer_id uuid NOT NULL,
+            account text NOT NULL,
+            counterparty text NOT NULL,
+            amount_minor bigint NOT NULL,
+            cause text NOT NULL,
+            position bigint NOT NULL,
+            posted_at timestamptz NOT NULL,
+            PRIMARY KEY (transfer_id, account)
+        )""",
+        "ledger_balances": """(
+            account text PRIMARY KEY,
+            balance_minor bigint NOT NULL,
+            entries integer NOT NULL
+        )""",
+    }
+    indexes: ClassVar[dict[str, list[str]]] = {"ledger_entries": ["(account, position)"]}
+
+    def post(self, transfer: Transfer.Posted, position: int) -> None:
+        for account, counterparty, amount in (
+            (transfer.credit_account, transfer.debit_account, transfer.amount_minor),
+            (transfer.debit_account, transfer.credit_account, -transfer.amount_minor),
+        ):
+            self._entry(
+                transfer.originator_id,
+                account,
+                counterparty,
+                amount,
+                transfer.cause,
+                position,
+                transfer.timestamp,
+            )
+
+    def _entry(
+        self,
+        transfer_id: UUID,
+        account: str,
+        counterparty: str,
+        amount: int,
+        cause: str,
+        position: int,
+        at: datetime,
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (transfer_id, account, counterparty, amount_minor, cause, position, posted_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            ).format(self.table("ledger_entries")),
+            (transfer_id, account, counterparty, amount, cause, position, at),
+        )
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} AS b (account, balance_minor, entries) VALUES (%s, %s, 1)"
+                " ON CONFLICT (account) DO UPDATE SET balance_minor = b.balance_minor + EXCLUDED.balance_minor,"
+                " entries = b.entries + 1"
+            ).format(self.table("ledger_balances")),
+            (account, amount),
+        )
+
+
+class LedgerEntries(LedgerProjection[LedgerView]):
+    name = "ledger"
+    view_class = LedgerView
+    topics = (get_topic(Transfer.Posted),)
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        pass
+
+    @process_event.register
+    def _(self, event: Transfer.Posted, tracking: Tracking) -> None:
+        self.view.post(event, tracking.notification_id)

@@ -1,0 +1,112 @@
+"""Audition purchases: status, reason and confirmations, for their owners and the poller."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL
+
+from aggregates.purchases import Purchase
+from projections.base import LedgerProjection, ProjectionView
+
+
+class PurchasesView(ProjectionView):
+    tables: ClassVar[dict[str, str]] = {
+        "purchases": """(
+            purchase_id uuid PRIMARY KEY,
+            user_id uuid NOT NULL,
+            quote_id uuid NOT NULL,
+            tx_hash text NOT NULL,
+            status text NOT NULL,
+            reason text,
+            confirmations integer NOT NULL DEFAULT 0,
+            paid_minor bigint,
+            block_number bigint,
+            submitted_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        )"""
+    }
+    indexes: ClassVar[dict[str, list[str]]] = {"purchases": ["(status, submitted_at)", "(user_id)"]}
+
+    def submit(
+        self, purchase_id: UUID, user_id: UUID, quote_id: UUID, tx_hash: str, at: datetime
+    ) -> None:
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (purchase_id, user_id, quote_id, tx_hash, status, submitted_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, 'pending_confirmations', %s, %s)"
+            ).format(self.table("purchases")),
+            (purchase_id, user_id, quote_id, tx_hash, at, at),
+        )
+
+    def update(self, purchase_id: UUID, at: datetime, **changes: Any) -> None:
+        assignments = SQL(", ").join(SQL(f"{column} = %s") for column in changes)
+        self.cursor.execute(
+            SQL("UPDATE {} SET {}, updated_at = %s WHERE purchase_id = %s").format(
+                self.table("purchases"), assignments
+            ),
+            (*changes.values(), at, purchase_id),
+        )
+
+
+class Purchases(LedgerProjection[PurchasesView]):
+    name = "purchases"
+    view_class = PurchasesView
+    topics = tuple(
+        get_topic(cls)
+        for cls in (Purchase.Submitted, Purchase.StillPending, Purchase.Verified, Purchase.Rejected)
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        pass
+
+    @process_event.register
+    def _(self, event: Purchase.Submitted, tracking: Tracking) -> None:
+        self.view.submit(
+            event.originator_id, event.user_id, event.quote_id, event.tx_hash, event.timestamp
+        )
+
+    @process_event.register
+    def _(self, event: Purchase.StillPending, tracking: Tracking) -> None:
+        self.view.update(
+            event.originator_id,
+            event.timestamp,
+            reason=event.reason,
+            confirmations=event.confirmations,
+        )
+
+    @process_event.register
+    def _(self, event: Purchase.Verified, tracking: Tracking) -> None:
+        self.view.update(
+            event.originator_id,
+            event.timestamp,
+            status="verified",
+            reason=None,
+            confirmations=event.confirmations,
+            paid_minor=event.paid_minor,
+            block_number=event.block_number,
+        )
+
+    @process_event.register
+    def _(self, event: Purchase.Rejected, tracking: Tracking) -> None:
+        self.view.update(
+            event.originator_id, event.timestamp, status="rejected", reason=event.reason
+        )
+
+
+def pending_purchases(datastore: PostgresDatastore, limit: int = 500) -> list[UUID]:
+    """Purchases the deposit poller should look at again, oldest first."""
+    with datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT purchase_id FROM purchases WHERE status = 'pending_confirmations'"
+            " ORDER BY submitted_at LIMIT %s",
+            (limit,),
+        )
+        return [row["purchase_id"] for row in cursor.fetchall()]

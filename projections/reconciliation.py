@@ -1,0 +1,96 @@
+"""Reconciliation: the ledger's read models checked against each other.
+
+The trial balance is zero, every balance equals the sum of its entries, every verified
+purchase has exactly one entitlement. The result is kept in `reconciliation_checks`,
+shown at `/v1/health/reconciliation` and as a `/metrics` gauge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from eventsourcing.postgres import PostgresDatastore
+
+_TRIAL_BALANCE = "SELECT coalesce(sum(amount_minor), 0) AS total FROM ledger_entries"
+_BALANCE_MISMATCHES = """
+    SELECT b.account, b.balance_minor, coalesce(e.total, 0) AS entries_total
+    FROM ledger_balances b
+    FULL OUTER JOIN (SELECT account, sum(amount_minor) AS total FROM ledger_entries GROUP BY account) e
+      ON e.account = b.account
+    WHERE b.balance_minor IS DISTINCT FROM e.total
+"""
+_GRANTS_NOT_ONE = """
+    SELECT p.purchase_id, count(e.entitlement_id) AS grants
+    FROM purchases p LEFT JOIN entitlements e ON e.purchase_id = p.purchase_id
+    WHERE p.status = 'verified'
+    GROUP BY p.purchase_id HAVING count(e.entitlement_id) <> 1
+"""
+_NEGATIVE_USERS = "SELECT account, balance_minor FROM ledger_balances WHERE account LIKE 'user:%%' AND balance_minor < 0"
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    trial_balance_minor: int
+    breaches: list[dict[str, Any]] = field(default_factory=list)
+    checked_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.trial_balance_minor == 0 and not self.breaches
+
+
+def reconcile(datastore: PostgresDatastore) -> Reconciliation:
+    with datastore.transaction() as cursor:
+        # One snapshot for all the checks, so they see the same state.
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cursor.execute(_TRIAL_BALANCE)
+        total = int(cursor.fetchone()["total"])  # type: ignore[index]
+        breaches: list[dict[str, Any]] = []
+        if total != 0:
+            breaches.append({"check": "trial-balance", "total_minor": total})
+        cursor.execute(_BALANCE_MISMATCHES)
+        breaches += [
+            {"check": "balance-equals-entries", **_plain(row)} for row in cursor.fetchall()
+        ]
+        cursor.execute(_NEGATIVE_USERS)
+        breaches += [
+            {"check": "user-balance-not-negative", **_plain(row)} for row in cursor.fetchall()
+        ]
+        cursor.execute(_GRANTS_NOT_ONE)
+        breaches += [
+            {"check": "one-grant-per-verified-purchase", **_plain(row)} for row in cursor.fetchall()
+        ]
+    return Reconciliation(total, breaches)
+
+
+def record(datastore: PostgresDatastore, result: Reconciliation) -> None:
+    with datastore.transaction(commit=True) as cursor:
+        cursor.execute(
+            "INSERT INTO reconciliation_checks (ok, trial_balance_minor, breaches) VALUES (%s, %s, %s)",
+            (result.ok, result.trial_balance_minor, orjson.dumps(result.breaches).decode()),
+        )
+
+
+def reconcile_and_record(datastore: PostgresDatastore) -> Reconciliation:
+    result = reconcile(datastore)
+    record(datastore, result)
+    return result
+
+
+def latest(datastore: PostgresDatastore) -> Reconciliation | None:
+    with datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM reconciliation_checks ORDER BY checked_at DESC LIMIT 1")
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Reconciliation(row["trial_balance_minor"], list(row["breaches"]), row["checked_at"])
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: str(value) if not isinstance(value, int | str | None) else value
+        for key, value in row.items()
+    }
