@@ -24,6 +24,12 @@ class ConflictError(DomainError):
     code = "conflict"
 
 
+class PaymentRequiredError(DomainError):
+    """The command needs something paid for that the caller does not hold (answered 402)."""
+
+    code = "payment-required"
+
+
 class ConcurrencyConflictError(ConflictError):
     """Other commands kept changing the aggregate; retries ran out."""
 

@@ -305,6 +305,14 @@ class ActionResult:
 class PropAccount(LedgerAggregate):
     # Each fill is one event; a snapshot every 100 keeps a load to at most 99 replays.
     snapshot_interval: ClassVar[int | None] = 100
+    # What an audition is judged on, kept as events are applied. Class defaults too, so a
+    # snapshot taken before these existed still loads (and the next events fill them in).
+    worst_drawdown: Decimal = ZERO
+    """The largest fall of equity below its running peak, in money."""
+    worst_daily_loss: Decimal = ZERO
+    """The largest fall of equity below the day's reference (start-of-day equity or balance)."""
+    active_days: tuple[str, ...] = ()
+    """The UTC days (ISO dates) with at least one fill."""
 
     class Opened(LedgerAggregate.Created):
         owner_id: UUID
@@ -395,6 +403,9 @@ class PropAccount(LedgerAggregate):
         self.fill_count = 0
         self.rejection_count = 0
         self.breach: str | None = None
+        self.worst_drawdown = ZERO
+        self.worst_daily_loss = ZERO
+        self.active_days = ()
 
     @classmethod
     def open(
@@ -701,6 +712,7 @@ class PropAccount(LedgerAggregate):
         self.fees_paid += fill["fee"]
         self.last_fill_at[asset] = fill["filled_at"]
         self.fill_count = fill["number"]
+        self.active_days = tuple(sorted({*self.active_days, utc_day(fill["filled_at"])}))
         self.marks[asset] = {
             "price": fill["mark_price"],
             "source": fill["mark_source"],
@@ -710,6 +722,9 @@ class PropAccount(LedgerAggregate):
     def _apply_valuation(self, marks: Mapping[str, Any], valuation: Mapping[str, Any]) -> None:
         self.marks.update(marks)
         self.peak_equity = max(self.peak_equity, valuation["equity"])
+        self.worst_drawdown = max(self.worst_drawdown, self.peak_equity - valuation["equity"])
+        day_reference = max(self.day_start_equity, self.day_start_balance)
+        self.worst_daily_loss = max(self.worst_daily_loss, day_reference - valuation["equity"])
 
     @event(DayStarted)
     def _day_started(self, day: str, equity: Decimal, balance: Decimal) -> None:

@@ -23,6 +23,7 @@ from aggregates.errors import (
     InvalidCommandError,
     NotFoundError,
     NotPermittedError,
+    PaymentRequiredError,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class ProjectionBehindError(ApiError):
 
 _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
     (AuthenticationFailedError, 401),
+    (PaymentRequiredError, 402),
     (NotPermittedError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),

@@ -89,7 +89,7 @@ def run_prop_load(
     results = []
     for fills in histories:
         account_id = build_account(services.ledger, fills)
-        events = services.ledger.repository.get(account_id).version
+        events: int = services.ledger.repository.get(account_id).version
         median = time_loads(services.ledger, account_id, loads)
         results.append(PropLoadResult(fills, events, median, loads))
     return results

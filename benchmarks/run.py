@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -27,21 +27,12 @@ from benchmarks.aggregates import SNAPSHOT_INTERVAL
 from benchmarks.appends import AppendBenchmark, AppendResult
 from benchmarks.harness import Figure, fresh_services, server
 from benchmarks.loads import LoadResult, run_loads
-from benchmarks.prototypes import (
-    CopyAuditLog,
-    create_locked_insert_function,
-    use_locked_insert_function,
-)
+from benchmarks.prop_load import prop_load_figures
 from benchmarks.rebuild import PROJECTION, RebuildResult, run_rebuild
 from benchmarks.report import markdown, print_table, write_results
-from projections.state import Projections
-from runtime.eventstore import open_ledger
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PRODUCT = "product"
-PROTOTYPE = "prototype"
-APPEND_PROTOTYPE = "P1: locked insert fn"
-REBUILD_PROTOTYPE = "P2: COPY per batch"
 APPEND_TARGET = 0.5
 REBUILD_TARGET = 10_000
 FLAT_FACTOR = 1.5
@@ -55,8 +46,7 @@ class Plan:
     accounts: int = 8000
     events: int = 100_000
     rebuild_batch: int = 2000
-    histories: tuple[int, ...] = (10, 10_000)
-    prototypes: bool = True
+    histories: tuple[int, int] = (10, 10_000)
 
 
 QUICK = Plan(seconds=0.5, warmup=0.2, rounds=1, accounts=800, events=10_000, histories=(10, 1000))
@@ -70,7 +60,6 @@ TEMPLATE = """# Benchmark results
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run, small sizes")
-    parser.add_argument("--no-prototypes", action="store_true", help="product code paths only")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
     return parser.parse_args()
 
@@ -80,8 +69,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args()
     plan = QUICK if args.quick else Plan()
-    if args.no_prototypes:
-        plan = replace(plan, prototypes=False)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped to a file or CI log: keep rows on one line
@@ -96,6 +83,8 @@ def main() -> None:
             figures += rebuild_figures(url, plan)
         with _section(console, "(c) loads"):
             figures += load_figures(url, plan)
+        with _section(console, "(d) prop account loads"), fresh_services(url, "prop") as services:
+            figures += prop_load_figures(services, histories=plan.histories)
     elapsed = time.perf_counter() - started
     heading = _heading(plan, where, server_version, load_before, elapsed)
     print_table(console, figures, title="Pump Party ledger benchmarks")
@@ -111,22 +100,15 @@ def main() -> None:
 
 def append_figures(url: str, plan: Plan) -> list[Figure]:
     with fresh_services(url, "appends") as services:
-        ledgers = {PRODUCT: services.ledger}
-        if plan.prototypes:
-            create_locked_insert_function(services.url, services.ledger.events_table)
-            prototype = open_ledger(services.url, services.settings)
-            use_locked_insert_function(prototype, pre_ping=False)
-            ledgers[PROTOTYPE] = prototype
-        try:
-            bench = AppendBenchmark(
-                services, ledgers, seconds=plan.seconds, warmup=plan.warmup, rounds=plan.rounds
-            )
-            results = [bench.run_create(clients) for clients in (1, 8)]
-            results += [bench.run_increment(c, accounts=plan.accounts) for c in (1, 8)]
-        finally:
-            for name, ledger in ledgers.items():
-                if name != PRODUCT:
-                    ledger.close()
+        bench = AppendBenchmark(
+            services,
+            {PRODUCT: services.ledger},
+            seconds=plan.seconds,
+            warmup=plan.warmup,
+            rounds=plan.rounds,
+        )
+        results = [bench.run_create(clients) for clients in (1, 8)]
+        results += [bench.run_increment(c, accounts=plan.accounts) for c in (1, 8)]
     figures = []
     for result in results:
         for variant in result.command_rounds:
@@ -142,7 +124,7 @@ def _append_figure(result: AppendResult, variant: str, plan: Plan) -> Figure:
     return Figure(
         section="(a) append",
         measure=f"{what}, {clients}",
-        code=APPEND_PROTOTYPE if variant == PROTOTYPE else PRODUCT,
+        code=PRODUCT,
         value=ratio,
         unit="x raw",
         detail=(
@@ -162,24 +144,13 @@ def rebuild_figures(url: str, plan: Plan) -> list[Figure]:
         results: dict[str, RebuildResult] = {
             PRODUCT: run_rebuild(services, events=plan.events, batch_size=plan.rebuild_batch)
         }
-        if plan.prototypes:
-            copying = Projections(
-                services.projections.datastore, services.projections.mapper, [CopyAuditLog]
-            )
-            results[PROTOTYPE] = run_rebuild(
-                services,
-                events=0,
-                batch_size=plan.rebuild_batch,
-                projections=copying,
-                counted=plan.events,
-            )
     figures = []
-    for variant, result in results.items():
+    for result in results.values():
         figures.append(
             Figure(
                 section="(b) rebuild",
                 measure=f"{PROJECTION}, {result.events:,} events",
-                code=REBUILD_PROTOTYPE if variant == PROTOTYPE else PRODUCT,
+                code=PRODUCT,
                 value=result.rate,
                 unit="events/s",
                 detail=f"{result.seconds:.1f} s",
@@ -274,8 +245,7 @@ def _heading(
         " into a fresh generation.",
         f"- (c) `Ledger.repository.get` of one aggregate; snapshot interval {SNAPSHOT_INTERVAL};"
         " 199 and 10,099 events are the worst case (99 events after the last snapshot).",
-        f"- Code `{APPEND_PROTOTYPE}` and `{REBUILD_PROTOTYPE}`: proposed changes, prototyped in"
-        " `benchmarks/prototypes.py`, not the product (see Findings below).",
+        "- (d) `PropAccount` load with 10 and 10,000 fills (snapshots every 100 events).",
     ]
 
 

@@ -19,7 +19,7 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
     services: Services, context: CommandContext
 ) -> None:
     ids = [
-        services.ledger.execute(context, lambda unit: unit.add(new_counter(f"w{n}")).id).result
+        services.ledger.execute(context, lambda unit, n=n: unit.add(new_counter(f"w{n}")).id).result
         for n in range(WRITERS)
     ]
     stop = threading.Event()
