@@ -95,7 +95,7 @@ def metrics_of(figures: AccountFigures) -> dict[str, Any]:
     start = figures.starting_equity
     return {
         "equity": figures.equity,
-        "return": fraction(figures.equity - start, start),
+        "total_return": fraction(figures.equity - start, start),
         "max_drawdown": fraction(figures.worst_drawdown, start),
         "worst_daily_loss": fraction(figures.worst_daily_loss, start),
         "trades": figures.trades,

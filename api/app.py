@@ -12,11 +12,13 @@ from api.problems import RESPONSES, install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.request_id import RequestIdMiddleware
 from api.routers import (
+    admin_auditions,
     admin_economy,
     admin_moderation,
     admin_prop,
     admin_users,
     audit,
+    auditions,
     auth,
     clones,
     economy,
@@ -43,6 +45,8 @@ ROUTERS = [
     admin_economy.router,
     prop.router,
     admin_prop.router,
+    auditions.router,
+    admin_auditions.router,
     audit.router,
     health.router,
     ingest.router,

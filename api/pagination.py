@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from aggregates.errors import InvalidCommandError
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Mapping[str, Any])
 
 
 class InvalidCursorError(InvalidCommandError):
@@ -47,6 +48,19 @@ class Page(BaseModel):
             raise InvalidCursorError("the cursor is not one this service gave out")
         return value
 
+    @property
+    def fetch(self) -> int:
+        """How many rows to ask for: one more than the page, to know if another follows."""
+        return self.limit + 1
+
+    def cut(self, rows: Sequence[R], *keys: str) -> tuple[list[R], str | None]:
+        """This page's rows (of `fetch` asked for) and the cursor after its last row."""
+        items = list(rows[: self.limit])
+        if len(rows) <= self.limit:
+            return items, None
+        last = items[-1]
+        return items, encode_cursor({key: _cursor_value(last[key]) for key in keys})
+
     def moment(self, key: str) -> datetime | None:
         return self._parsed(key, datetime.fromisoformat)
 
@@ -63,6 +77,14 @@ class Page(BaseModel):
             return parse(value)
         except ValueError:
             raise InvalidCursorError("the cursor is not one this service gave out") from None
+
+
+def _cursor_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
 
 
 def page_params(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from projections.audit_log import AuditLog
+from projections.audition_queue import AuditionQueue
+from projections.auditions import Auditions
 from projections.base import LedgerProjection
 from projections.clones import Clones
 from projections.entitlements import Entitlements
@@ -31,4 +33,6 @@ PROJECTIONS: list[type[LedgerProjection[Any]]] = [
     PropAccounts,
     PropFills,
     PropEquity,
+    Auditions,
+    AuditionQueue,
 ]

@@ -130,6 +130,25 @@ class Settings(BaseSettings):
     prop_mark_interval: float = Field(default=60.0, gt=0)
     prop_snapshot_interval: float = Field(default=300.0, gt=0)
 
+    # Auditions (issue 7): the rule set each audition pins when submitted (duration in
+    # seconds; starting equity in USD; target and loss limits as fractions of the starting
+    # equity; fills and UTC days with a fill), the retry policy (free retries, each within
+    # `audition_retry_window` seconds of the failure; past that a retry takes a new
+    # entitlement), the evaluator's cadence and how far ahead "due soon" looks (seconds).
+    audition_duration: int = Field(default=14 * 24 * 3600, gt=0, le=366 * 24 * 3600)
+    audition_starting_equity: Decimal = Field(
+        default=Decimal("10000"), gt=0, le=Decimal("1e12"), decimal_places=8
+    )
+    audition_profit_target: Decimal = Field(default=Decimal("0.08"), gt=0, le=100)
+    audition_daily_loss_limit: Decimal = Field(default=Decimal("0.05"), gt=0, le=1)
+    audition_max_drawdown: Decimal = Field(default=Decimal("0.10"), gt=0, le=1)
+    audition_min_trades: int = Field(default=10, ge=0, le=1_000_000)
+    audition_min_active_days: int = Field(default=4, ge=0, le=366)
+    audition_free_retries: int = Field(default=1, ge=0, le=100)
+    audition_retry_window: int = Field(default=7 * 24 * 3600, ge=0)
+    audition_evaluate_interval: float = Field(default=60.0, gt=0)
+    audition_due_soon: int = Field(default=24 * 3600, gt=0)
+
     @field_validator("admin_addresses", mode="before")
     @classmethod
     def split_addresses(cls, value: object) -> object:

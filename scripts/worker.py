@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from tenacity import Retrying, stop_after_attempt, stop_when_event_set, wait_exponential
 
+from aggregates.auditioning import EVALUATOR_JOB, evaluate_due_auditions
 from aggregates.prop_trading import mark_live_accounts, snapshot_live_accounts
 from ingest.deposits import confirm_deposits
 from ingest.ingestion import Ingestion
@@ -119,6 +120,9 @@ class Worker:
         settings = services.settings
         # Every scheduled job is one line here.
         self.register_job("audit_digest", lambda s: record_digest(s.url), settings.digest_interval)
+        self.register_job(
+            EVALUATOR_JOB, evaluate_due_auditions, settings.audition_evaluate_interval
+        )
         if settings.ingest_mode != "off":  # market data: live, or replayed from recordings
             feed = Ingestion(settings)
             self.register_job("ingest_hyperliquid", feed.hyperliquid, feed.cadence("hyperliquid"))

@@ -18,7 +18,7 @@ from aggregates.cloning import ProfileState
 from aggregates.profiles import ModerationReason
 from api.auth import AdminUser
 from api.deps import ClockDep, LedgerDep, ServicesDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 
 router = APIRouter(prefix="/v1/admin/moderation", tags=["admin"])
 
@@ -84,13 +84,12 @@ def queue(
             "SELECT * FROM moderation_queue WHERE awaiting IS NOT NULL"
             " AND (%s::text IS NULL OR awaiting = %s) AND queued_position > %s"
             " ORDER BY queued_position LIMIT %s",
-            (awaiting, awaiting, page.position(), page.limit + 1),
+            (awaiting, awaiting, page.position("queued_position"), page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [QueueEntryPublic.model_validate(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
-    last = rows[page.limit - 1]["queued_position"] if more else None
-    return QueuePublic(items=items, next_cursor=encode_cursor({"position": last}) if more else None)
+        rows, next_cursor = page.cut(cursor.fetchall(), "queued_position")
+    return QueuePublic(
+        items=[QueueEntryPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -105,14 +104,11 @@ def reports(
         cursor.execute(
             "SELECT * FROM moderation_reports WHERE profile_id = %s AND position > %s"
             " ORDER BY position LIMIT %s",
-            (profile_id, page.position(), page.limit + 1),
+            (profile_id, page.position(), page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [ReportPublic.model_validate(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
-    last = rows[page.limit - 1]["position"] if more else None
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
     return ReportsPublic(
-        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+        items=[ReportPublic.model_validate(row) for row in rows], next_cursor=next_cursor
     )
 
 

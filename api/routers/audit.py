@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from api.auth import require_admin_or_scope
 from api.deps import LedgerDep, ServicesDep, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 from projections.audit_chain import head_digest
 from projections.audit_trail import history, state_at
 
@@ -102,12 +102,10 @@ def audit_events(
     where, params = filters.where(after)
     query = SQL("SELECT * FROM audit_log WHERE {} ORDER BY position LIMIT %s").format(where)
     with services.projections.datastore.transaction() as cursor:
-        cursor.execute(query, [*params, page.limit + 1])
-        rows = cursor.fetchall()
-    items = [AuditEntryPublic.model_validate(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
+        cursor.execute(query, [*params, page.fetch])
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
     return AuditEntriesPublic(
-        items=items, next_cursor=encode_cursor({"position": items[-1].position}) if more else None
+        items=[AuditEntryPublic.model_validate(row) for row in rows], next_cursor=next_cursor
     )
 
 

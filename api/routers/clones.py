@@ -19,7 +19,7 @@ from aggregates.profiles import ProfileDetails
 from aggregates.strategy_graph import GraphRules
 from api.auth import CurrentUser, owned_or_404
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 from runtime.settings import Settings
 
 router = APIRouter(prefix="/v1/clones", tags=["clones"])
@@ -220,15 +220,10 @@ def list_clones(
         cursor.execute(
             "SELECT * FROM clones WHERE owner_id = %s AND position > %s"
             " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s",
-            (user.user_id, page.position(), status, status, page.limit + 1),
+            (user.user_id, page.position(), status, status, page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [summary(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
-    last = rows[page.limit - 1]["position"] if more else None
-    return ClonesPublic(
-        items=items, next_cursor=encode_cursor({"position": last}) if more else None
-    )
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    return ClonesPublic(items=[summary(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/{clone_id}", operation_id="clone_get", dependencies=[Depends(wait_for("clones"))])
@@ -372,14 +367,11 @@ def list_versions(
         cursor.execute(
             "SELECT * FROM clone_versions WHERE clone_id = %s AND position > %s"
             " ORDER BY position LIMIT %s",
-            (clone_id, page.position(), page.limit + 1),
+            (clone_id, page.position(), page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [VersionPublic.model_validate(r) for r in rows[: page.limit]]
-    more = len(rows) > page.limit
-    last = rows[page.limit - 1]["position"] if more else None
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
     return VersionsPublic(
-        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+        items=[VersionPublic.model_validate(row) for row in rows], next_cursor=next_cursor
     )
 
 

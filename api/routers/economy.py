@@ -17,7 +17,7 @@ from aggregates.ledger import USDC_DECIMALS, user_account
 from aggregates.purchases import InvalidIdempotencyKeyError
 from api.auth import CurrentUser, owned_or_404
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 from ingest.deposits import confirm, deposit_policy
 from ingest.evm import EvmNode
 
@@ -208,17 +208,12 @@ def list_entitlements(
             "SELECT * FROM entitlements WHERE user_id = %s AND (%s::timestamptz IS NULL"
             " OR (granted_at, entitlement_id) > (%s::timestamptz, %s::uuid))"
             " ORDER BY granted_at, entitlement_id LIMIT %s",
-            (user.user_id, after[0], after[0], after[1], page.limit + 1),
+            (user.user_id, after[0], after[0], after[1], page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [EntitlementPublic.model_validate(row) for row in rows[: page.limit]]
-    next_cursor = None
-    if len(rows) > page.limit:
-        last = items[-1]
-        next_cursor = encode_cursor(
-            {"granted_at": last.granted_at.isoformat(), "entitlement_id": str(last.entitlement_id)}
-        )
-    return EntitlementsPublic(items=items, next_cursor=next_cursor)
+        rows, next_cursor = page.cut(cursor.fetchall(), "granted_at", "entitlement_id")
+    return EntitlementsPublic(
+        items=[EntitlementPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -236,19 +231,17 @@ def my_ledger_account(
         balance_row = cursor.fetchone()
         cursor.execute(
             "SELECT * FROM ledger_entries WHERE account = %s AND position > %s ORDER BY position, transfer_id LIMIT %s",
-            (account, after, page.limit + 1),
+            (account, after, page.fetch),
         )
-        rows = cursor.fetchall()
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
     balance = int(balance_row["balance_minor"]) if balance_row else 0
-    entries = [
-        LedgerEntryPublic.model_validate({**row, "amount_minor": str(row["amount_minor"])})
-        for row in rows[: page.limit]
-    ]
-    more = len(rows) > page.limit
     return LedgerAccountPublic(
         account=account,
         balance_minor=str(balance),
         balance=as_usdc(balance),
-        entries=entries,
-        next_cursor=encode_cursor({"position": entries[-1].position}) if more else None,
+        entries=[
+            LedgerEntryPublic.model_validate({**row, "amount_minor": str(row["amount_minor"])})
+            for row in rows
+        ],
+        next_cursor=next_cursor,
     )

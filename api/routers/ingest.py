@@ -8,10 +8,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
 
 from api.deps import ClockDep, ServicesDep
-from api.pagination import InvalidCursorError, PageDep, encode_cursor
+from api.pagination import PageDep
 from ingest.channels import Channel, ChannelNotFoundError, catalog
 from ingest.health import Health, read_health
 from ingest.ingestion import watched
@@ -104,32 +104,17 @@ def channel_values(name: ChannelName, services: ServicesDep, page: PageDep) -> C
     """A channel's stored values, newest first."""
     if name not in {c.name for c in catalog(services.settings)}:
         raise ChannelNotFoundError(f"no feature channel named {name!r}")
-    before = cursor_time(page.after)
+    before = page.moment("observed_at")
     with services.projections.datastore.transaction() as cursor:
         cursor.execute(
             "SELECT observed_at, value FROM feature_values WHERE channel = %s"
             " AND (%s::timestamptz IS NULL OR observed_at < %s)"
             " ORDER BY observed_at DESC LIMIT %s",
-            (name, before, before, page.limit + 1),
+            (name, before, before, page.fetch),
         )
-        rows = cursor.fetchall()
+        rows, next_cursor = page.cut(cursor.fetchall(), "observed_at")
     items = [ChannelValuePublic(time=r["observed_at"], value=r["value"]) for r in rows]
-    more = len(items) > page.limit
-    items = items[: page.limit]
-    next_cursor = encode_cursor({"before": items[-1].time.isoformat()}) if more else None
     return ChannelValuesPublic(channel=name, items=items, next_cursor=next_cursor)
-
-
-def cursor_time(after: dict[str, Any] | None) -> datetime | None:
-    if after is None:
-        return None
-    try:
-        moment = _TIME.validate_python(after.get("before"))
-    except ValidationError:
-        raise InvalidCursorError("the cursor is not one this service gave out") from None
-    if moment.tzinfo is None:
-        raise InvalidCursorError("the cursor is not one this service gave out")
-    return moment
 
 
 def status_public(health: Health) -> IngestionStatusPublic:

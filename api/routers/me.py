@@ -12,7 +12,7 @@ from aggregates import identity
 from aggregates.errors import NotFoundError
 from api.auth import CurrentUser, effective_roles, owned_or_404
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 
 router = APIRouter(tags=["me"])
 
@@ -77,17 +77,12 @@ def list_sessions(user: CurrentUser, services: ServicesDep, page: PageDep) -> Se
             "SELECT * FROM sessions WHERE user_id = %s AND (%s::timestamptz IS NULL"
             " OR (started_at, session_id) > (%s::timestamptz, %s::uuid))"
             " ORDER BY started_at, session_id LIMIT %s",
-            (user.user_id, after[0], after[0], after[1], page.limit + 1),
+            (user.user_id, after[0], after[0], after[1], page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [SessionPublic.model_validate(row) for row in rows[: page.limit]]
-    next_cursor = None
-    if len(rows) > page.limit:
-        last = items[-1]
-        next_cursor = encode_cursor(
-            {"started_at": last.started_at.isoformat(), "session_id": str(last.session_id)}
-        )
-    return SessionsPublic(items=items, next_cursor=next_cursor)
+        rows, next_cursor = page.cut(cursor.fetchall(), "started_at", "session_id")
+    return SessionsPublic(
+        items=[SessionPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(

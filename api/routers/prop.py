@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
@@ -24,7 +24,7 @@ from aggregates.prop_accounts import (
 )
 from api.auth import Principal, PrincipalDep, owned_or_404, require_service
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
 from ingest.prices import PostgresPriceSource, PriceSource
 
@@ -207,11 +207,6 @@ def position_public(row: DictRow) -> PositionPublic:
     )
 
 
-def page_after(after: dict[str, Any] | None, key: str) -> int:
-    value = (after or {}).get(key, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 @router.post("/{account_id}/actions", operation_id="prop_submit_action")
 def submit_action(
     account_id: UUID,
@@ -284,13 +279,11 @@ def get_fills(
         cursor.execute(
             "SELECT * FROM prop_fills WHERE account_id = %s AND number > %s"
             " ORDER BY number LIMIT %s",
-            (account_id, page_after(page.after, "number"), page.limit + 1),
+            (account_id, page.position("number"), page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [FillPublic.model_validate(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
+        rows, next_cursor = page.cut(cursor.fetchall(), "number")
     return FillsPublic(
-        items=items, next_cursor=encode_cursor({"number": items[-1].number}) if more else None
+        items=[FillPublic.model_validate(row) for row in rows], next_cursor=next_cursor
     )
 
 
@@ -308,13 +301,12 @@ def get_snapshots(
         cursor.execute(
             "SELECT * FROM prop_equity_snapshots WHERE account_id = %s AND position > %s"
             " ORDER BY position LIMIT %s",
-            (account_id, page_after(page.after, "position"), page.limit + 1),
+            (account_id, page.position(), page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [EquitySnapshotPublic.model_validate(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
-    cursor_after = encode_cursor({"position": rows[page.limit - 1]["position"]}) if more else None
-    return EquitySnapshotsPublic(items=items, next_cursor=cursor_after)
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    return EquitySnapshotsPublic(
+        items=[EquitySnapshotPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -331,11 +323,9 @@ def get_audit(
         cursor.execute(
             "SELECT * FROM audit_log WHERE aggregate_id = %s AND position > %s"
             " ORDER BY position LIMIT %s",
-            (account_id, page_after(page.after, "position"), page.limit + 1),
+            (account_id, page.position(), page.fetch),
         )
-        rows = cursor.fetchall()
-    items = [AuditEntryPublic.model_validate(row) for row in rows[: page.limit]]
-    more = len(rows) > page.limit
+        rows, next_cursor = page.cut(cursor.fetchall(), "position")
     return AuditEntriesPublic(
-        items=items, next_cursor=encode_cursor({"position": items[-1].position}) if more else None
+        items=[AuditEntryPublic.model_validate(row) for row in rows], next_cursor=next_cursor
     )

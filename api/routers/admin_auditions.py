@@ -1,0 +1,186 @@
+"""Admins list every audition (with filters), read one, see the evaluator's queue, void an
+audition with a reason, or have it evaluated now; the admin is the actor of each change."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from aggregates import auditioning
+from aggregates.errors import NotFoundError
+from api.auth import AdminUser
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+from api.routers.auditions import (
+    STATUS_PATTERN,
+    AuditionPublic,
+    AuditionsPublic,
+    audition_detail,
+    page_of,
+)
+from api.routers.prop import PricesDep
+from projections.audition_queue import queued
+
+router = APIRouter(prefix="/v1/admin/auditions", tags=["admin"])
+
+
+class VoidCreate(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class VoidedPublic(BaseModel):
+    audition_id: UUID
+    status: str
+    restored_entitlement_id: UUID | None = Field(description="null when nothing was restored")
+    position: int
+
+
+class EvaluatedPublic(BaseModel):
+    audition_id: UUID
+    attempt: int
+    status: str
+    failed_rules: list[str]
+    ended_by: str
+    position: int
+
+
+class QueuedPublic(BaseModel):
+    audition_id: UUID
+    owner_id: UUID
+    clone_id: UUID
+    attempt: int
+    prop_account_id: UUID
+    started_at: datetime
+    due_at: datetime
+    overdue: bool
+    breach: str | None
+
+
+class QueuePublic(BaseModel):
+    items: list[QueuedPublic]
+    next_cursor: str | None
+
+
+@router.get("", operation_id="admin_auditions_list", dependencies=[Depends(wait_for("auditions"))])
+def list_auditions(
+    admin: AdminUser,
+    services: ServicesDep,
+    page: PageDep,
+    status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+    owner_id: UUID | None = None,
+    clone_id: UUID | None = None,
+) -> AuditionsPublic:
+    """Every audition, oldest first, narrowed by status, owner or clone."""
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM auditions WHERE position > %(after)s"
+            " AND (%(status)s::text IS NULL OR status = %(status)s)"
+            " AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)"
+            " AND (%(clone)s::uuid IS NULL OR clone_id = %(clone)s)"
+            " ORDER BY position LIMIT %(limit)s",
+            {
+                "after": page.position(),
+                "status": status,
+                "owner": owner_id,
+                "clone": clone_id,
+                "limit": page.limit + 1,
+            },
+        )
+        rows = cursor.fetchall()
+    return page_of(rows, page.limit)
+
+
+@router.get(
+    "/queue",
+    operation_id="admin_auditions_queue",
+    dependencies=[Depends(wait_for("audition_queue"))],
+)
+def evaluator_queue(
+    admin: AdminUser,
+    services: ServicesDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    page: PageDep,
+    within: Annotated[
+        int | None,
+        Query(ge=0, le=366 * 24 * 3600, description="seconds ahead; the default is due-soon"),
+    ] = None,
+) -> QueuePublic:
+    """The evaluator's queue: running auditions that are overdue, breached, or due within
+    `within` seconds, soonest first."""
+    now = clock()
+    ahead = timedelta(seconds=settings.audition_due_soon if within is None else within)
+    moment, identifier = page.moment("due_at"), page.identifier("audition_id")
+    after = None if moment is None or identifier is None else (moment, identifier)
+    rows = queued(services.projections.datastore, now + ahead, after, page.limit + 1)
+    items = [
+        QueuedPublic.model_validate({**row, "overdue": row["due_at"] <= now})
+        for row in rows[: page.limit]
+    ]
+    next_cursor = None
+    if len(rows) > page.limit:
+        last = items[-1]
+        next_cursor = encode_cursor(
+            {"due_at": last.due_at.isoformat(), "audition_id": str(last.audition_id)}
+        )
+    return QueuePublic(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{audition_id}",
+    operation_id="admin_audition_get",
+    dependencies=[Depends(wait_for("auditions")), Depends(wait_for("prop_accounts"))],
+)
+def get_audition(audition_id: UUID, admin: AdminUser, services: ServicesDep) -> AuditionPublic:
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM auditions WHERE audition_id = %s", (audition_id,))
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"audition {audition_id} not found")
+        return audition_detail(cursor, row)
+
+
+@router.post("/{audition_id}/void", operation_id="admin_audition_void")
+def void_audition(
+    audition_id: UUID,
+    body: VoidCreate,
+    admin: AdminUser,
+    ledger: LedgerDep,
+    prices: PricesDep,
+    clock: ClockDep,
+) -> VoidedPublic:
+    """Void for good: the prop account is closed and the entitlement that paid for the
+    current attempt is restored (not after a free retry). Voiding twice is a 409."""
+    written = auditioning.void_audition(
+        ledger, command_context(admin.actor, clock), prices, audition_id, body.reason
+    )
+    return VoidedPublic(
+        audition_id=audition_id,
+        status="voided",
+        restored_entitlement_id=written.result.restored_entitlement_id,
+        position=written.position,
+    )
+
+
+@router.post("/{audition_id}/evaluate", operation_id="admin_audition_evaluate")
+def evaluate_audition(
+    audition_id: UUID, admin: AdminUser, ledger: LedgerDep, prices: PricesDep, clock: ClockDep
+) -> EvaluatedPublic:
+    """Judge the running attempt now, on every rule, as if it were due."""
+    written = auditioning.evaluate_audition(
+        ledger, command_context(admin.actor, clock), prices, audition_id, now_requested=True
+    )
+    evaluation = written.result
+    assert evaluation is not None  # asked for now, it is judged or refused
+    return EvaluatedPublic(
+        audition_id=evaluation.audition_id,
+        attempt=evaluation.number,
+        status=evaluation.status.value,
+        failed_rules=evaluation.failed_rules,
+        ended_by=evaluation.ended_by.value,
+        position=written.position,
+    )

@@ -1,0 +1,284 @@
+"""Auditions (owner routes): submit a published clone version, list and read them, retry a
+failed one. Someone else's audition (or clone) is answered exactly like a missing one."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from pydantic import BaseModel, Field
+
+from aggregates import auditioning
+from aggregates.application import Written
+from aggregates.auditioning import AttemptState
+from api.auth import CurrentUser, owned_or_404
+from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.pagination import PageDep, encode_cursor
+from api.problems import PROBLEM_MEDIA_TYPE, Problem
+from api.routers.prop import Amount
+from projections.auditions import available_entitlements
+
+router = APIRouter(prefix="/v1/auditions", tags=["auditions"])
+
+PAYMENT_REQUIRED: dict[int | str, dict[str, Any]] = {
+    402: {
+        "model": Problem,
+        "content": {PROBLEM_MEDIA_TYPE: {}},
+        "description": "no available audition entitlement (`entitlement-required`)",
+    }
+}
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="retrying with the same key returns the first result, not another",
+    ),
+]
+
+STATUS_PATTERN = "^(running|passed|failed|voided)$"
+
+
+class AuditionCreate(BaseModel):
+    clone_id: UUID
+    version_hash: str = Field(
+        pattern=r"^[0-9a-fA-F]{64}$", description="a published version of the clone (its id)"
+    )
+
+
+class AttemptWrittenPublic(BaseModel):
+    audition_id: UUID
+    status: str
+    attempt: int
+    prop_account_id: UUID
+    entitlement_id: UUID | None = Field(description="what paid for the attempt; null if free")
+    started_at: datetime
+    due_at: datetime
+    position: int
+
+
+class AuditionRulesPublic(BaseModel):
+    duration_seconds: int
+    starting_equity: Amount
+    profit_target: Amount
+    daily_loss_limit: Amount
+    max_drawdown: Amount
+    min_trades: int
+    min_active_days: int
+    free_retries: int
+    retry_window_seconds: int
+    prop_rule_set: str
+    prop_rule_set_version: int
+
+
+class MetricsPublic(BaseModel):
+    equity: Amount
+    total_return: Amount = Field(description="(equity - starting equity) / starting equity")
+    max_drawdown: Amount = Field(description="worst fall below the equity peak, / start")
+    worst_daily_loss: Amount = Field(description="worst fall below a day's reference, / start")
+    trades: int
+    active_days: int
+    breach: str | None
+
+
+class AttemptPublic(BaseModel):
+    number: int
+    status: str
+    prop_account_id: UUID
+    entitlement_id: UUID | None
+    free: bool
+    started_at: datetime
+    due_at: datetime
+    ended_by: str | None = Field(description="due, breach or admin, once judged")
+    evaluated_at: datetime | None
+    failed_rules: list[str]
+    metrics: MetricsPublic | None
+
+
+class PropAccountSummaryPublic(BaseModel):
+    account_id: UUID
+    status: str
+    breach: str | None
+    starting_equity: Amount
+    balance: Amount
+    equity: Amount
+    realized_pnl: Amount
+    unrealized_pnl: Amount
+    peak_equity: Amount
+    fills: int
+    rejections: int
+    updated_at: datetime
+
+
+class AuditionSummaryPublic(BaseModel):
+    audition_id: UUID
+    owner_id: UUID
+    clone_id: UUID
+    version_hash: str
+    status: str
+    current_attempt: int
+    prop_account_id: UUID | None
+    started_at: datetime | None
+    due_at: datetime | None
+    void_reason: str | None
+    submitted_at: datetime
+    updated_at: datetime
+
+
+class AuditionsPublic(BaseModel):
+    items: list[AuditionSummaryPublic]
+    next_cursor: str | None
+
+
+class AuditionPublic(AuditionSummaryPublic):
+    rules: AuditionRulesPublic
+    restored_entitlement_id: UUID | None
+    attempts: list[AttemptPublic]
+    prop_account: PropAccountSummaryPublic | None = Field(
+        description="the current attempt's prop account, as its read model shows it"
+    )
+
+
+def written_attempt(written: Written[AttemptState]) -> AttemptWrittenPublic:
+    state = written.result
+    return AttemptWrittenPublic(
+        audition_id=state.audition_id,
+        status=state.status.value,
+        attempt=state.attempt.number,
+        prop_account_id=state.attempt.prop_account_id,
+        entitlement_id=state.attempt.entitlement_id,
+        started_at=state.attempt.started_at,
+        due_at=state.attempt.due_at,
+        position=written.position,
+    )
+
+
+def audition_detail(cursor: Cursor[DictRow], row: DictRow) -> AuditionPublic:
+    """An audition row with its attempts and its current prop account's summary."""
+    cursor.execute(
+        "SELECT * FROM audition_attempts WHERE audition_id = %s ORDER BY number",
+        (row["audition_id"],),
+    )
+    attempts = [
+        AttemptPublic.model_validate({**a, "free": a["entitlement_id"] is None})
+        for a in cursor.fetchall()
+    ]
+    account = None
+    if row["prop_account_id"] is not None:
+        cursor.execute(
+            "SELECT * FROM prop_accounts WHERE account_id = %s", (row["prop_account_id"],)
+        )
+        found = cursor.fetchone()
+        account = None if found is None else PropAccountSummaryPublic.model_validate(found)
+    return AuditionPublic.model_validate({**row, "attempts": attempts, "prop_account": account})
+
+
+def page_of(rows: list[DictRow], limit: int) -> AuditionsPublic:
+    items = [AuditionSummaryPublic.model_validate(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1]["position"] if more else None
+    return AuditionsPublic(
+        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    operation_id="audition_submit",
+    responses=PAYMENT_REQUIRED,
+    dependencies=[Depends(wait_for("entitlements"))],
+)
+def submit_audition(
+    body: AuditionCreate,
+    user: CurrentUser,
+    ledger: LedgerDep,
+    services: ServicesDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    key: IdempotencyKey = None,
+) -> AttemptWrittenPublic:
+    """Submit a published version of your clone: one available audition entitlement is
+    consumed, the audition created and its prop account opened, all at once. Pass the
+    purchase's `position` as `X-Min-Position` to be sure a fresh entitlement is seen."""
+    written = auditioning.submit_audition(
+        ledger,
+        command_context(user.actor, clock),
+        owner_id=user.user_id,
+        clone_id=body.clone_id,
+        version_hash=body.version_hash.lower(),
+        key=key or secrets.token_hex(16),
+        rules=auditioning.audition_rules(settings),
+        entitlements=available_entitlements(services.projections.datastore, user.user_id),
+    )
+    return written_attempt(written)
+
+
+@router.get("", operation_id="auditions_list", dependencies=[Depends(wait_for("auditions"))])
+def list_auditions(
+    user: CurrentUser,
+    services: ServicesDep,
+    page: PageDep,
+    status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+) -> AuditionsPublic:
+    """Your auditions, oldest first."""
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT * FROM auditions WHERE owner_id = %s AND position > %s"
+            " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s",
+            (user.user_id, page.position(), status, status, page.limit + 1),
+        )
+        rows = cursor.fetchall()
+    return page_of(rows, page.limit)
+
+
+@router.get(
+    "/{audition_id}",
+    operation_id="audition_get",
+    dependencies=[Depends(wait_for("auditions")), Depends(wait_for("prop_accounts"))],
+)
+def get_audition(audition_id: UUID, user: CurrentUser, services: ServicesDep) -> AuditionPublic:
+    """Status, pinned rules, every attempt with its verdict and metrics, the due time, and
+    the current attempt's prop account."""
+    with services.projections.datastore.transaction() as cursor:
+        cursor.execute("SELECT * FROM auditions WHERE audition_id = %s", (audition_id,))
+        row = cursor.fetchone()
+        owned_or_404(row["owner_id"] if row else None, user, f"audition {audition_id}")
+        assert row is not None  # owned_or_404 refused a missing row
+        return audition_detail(cursor, row)
+
+
+@router.post(
+    "/{audition_id}/retry",
+    status_code=201,
+    operation_id="audition_retry",
+    responses=PAYMENT_REQUIRED,
+    dependencies=[Depends(wait_for("entitlements"))],
+)
+def retry_audition(
+    audition_id: UUID,
+    user: CurrentUser,
+    ledger: LedgerDep,
+    services: ServicesDep,
+    clock: ClockDep,
+    key: IdempotencyKey = None,
+) -> AttemptWrittenPublic:
+    """Start the next attempt of a failed audition on a new prop account: free within the
+    retry policy pinned on the audition, otherwise it consumes another entitlement."""
+    written = auditioning.retry_audition(
+        ledger,
+        command_context(user.actor, clock),
+        audition_id=audition_id,
+        owner_id=user.user_id,
+        key=key,
+        entitlements=available_entitlements(services.projections.datastore, user.user_id),
+    )
+    return written_attempt(written)
