@@ -50,14 +50,18 @@ class UnitOfWork:
         return list(self._aggregates.values())
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        if aggregate_id in self._aggregates:
-            return self._checked(cls, self._aggregates[aggregate_id], aggregate_id)
-        try:
-            aggregate: LedgerAggregate = self._ledger.repository.get(aggregate_id)
-        except AggregateNotFoundError:
+        """The aggregate, or None if there is none of this class with this id (an id of
+        another kind of aggregate is answered the same way: it says nothing about it)."""
+        aggregate = self._aggregates.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self._ledger.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+        if not isinstance(aggregate, cls):
             return None
         self._aggregates[aggregate_id] = aggregate
-        return self._checked(cls, aggregate, aggregate_id)
+        return aggregate
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A:
         aggregate = self.find(cls, aggregate_id)
@@ -85,12 +89,6 @@ class UnitOfWork:
         if getattr(existing, "request_fingerprint", None) != fingerprint:
             raise IdempotencyKeyReusedError(f"key {key!r} was used for another request")
         return existing
-
-    @staticmethod
-    def _checked(cls: type[A], aggregate: LedgerAggregate, aggregate_id: UUID) -> A:
-        if not isinstance(aggregate, cls):
-            raise NotFoundError(f"{cls.__name__} {aggregate_id} not found")
-        return aggregate
 
 
 class _IntervalsOnClasses(dict[type, int]):

@@ -18,7 +18,6 @@ from aggregates.purchases import (
     Purchase,
     PurchaseStatus,
     QuoteNotFoundError,
-    TxAlreadyClaimedError,
     TxClaim,
     assess,
     claim_id_for,
@@ -111,8 +110,8 @@ def submit_purchase(
                     purchase_id=purchase.id,
                 )
             )
-        elif claim.purchase_id != purchase.id:
-            raise TxAlreadyClaimedError("this transaction already paid for another purchase")
+        elif purchase.is_pending or purchase.status is PurchaseStatus.VERIFIED:
+            claim.claim_for(purchase.id)
         if purchase.status is PurchaseStatus.VERIFIED:
             # A repeat of a settled purchase answers with the position of its grant too.
             unit.find(Entitlement, entitlement_id_for(purchase.id))
@@ -152,6 +151,8 @@ def settle_purchase(
         )
         if purchase.status is PurchaseStatus.VERIFIED:
             grant(unit, purchase, quote)
+        elif purchase.status is PurchaseStatus.REJECTED:
+            unit.get(TxClaim, claim_id_for(quote.chain_id, purchase.tx_hash)).release(purchase.id)
         return PurchaseState.of(purchase)
 
     return ledger.execute(context, decide)

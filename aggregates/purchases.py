@@ -92,13 +92,42 @@ class AuditionQuote(LedgerAggregate):
 
 
 class TxClaim(LedgerAggregate):
+    """Which purchase a transaction pays for. A rejected purchase lets go of it, so a tx
+    someone else submitted first (and lost, say as `wrong-sender`) is not lost to its
+    real payer."""
+
     class Claimed(LedgerAggregate.Created):
         tx_hash: str
+        purchase_id: UUID
+
+    class Released(LedgerAggregate.Event):
+        purchase_id: UUID
+
+    class Reclaimed(LedgerAggregate.Event):
         purchase_id: UUID
 
     @event(Claimed)
     def __init__(self, id: UUID, tx_hash: str, purchase_id: UUID) -> None:
         self.tx_hash = tx_hash
+        self.purchase_id: UUID | None = purchase_id
+
+    def claim_for(self, purchase_id: UUID) -> None:
+        if self.purchase_id == purchase_id:
+            return
+        if self.purchase_id is not None:
+            raise TxAlreadyClaimedError("this transaction already pays for another purchase")
+        self._reclaimed(purchase_id=purchase_id)
+
+    def release(self, purchase_id: UUID) -> None:
+        if self.purchase_id == purchase_id:
+            self._released(purchase_id=purchase_id)
+
+    @event(Released)
+    def _released(self, purchase_id: UUID) -> None:
+        self.purchase_id = None
+
+    @event(Reclaimed)
+    def _reclaimed(self, purchase_id: UUID) -> None:
         self.purchase_id = purchase_id
 
 
@@ -143,7 +172,9 @@ def assess(
     pending_since: datetime,
     pending_timeout: timedelta,
 ) -> Assessment:
-    """Verified only on certain data; anything uncertain stays pending until it times out."""
+    """Decided only on final data: nothing is verified or rejected until the receipt's
+    block is still canonical and has enough confirmations; until then it stays pending,
+    and what never becomes final is rejected after the timeout."""
     timed_out = now - pending_since > pending_timeout
     if observation is None:
         return Assessment(PurchaseStatus.PENDING, Reason.RPC_UNAVAILABLE)
@@ -153,20 +184,20 @@ def assess(
         return _uncertain(
             Reason.NOT_MINED if observation.tx_known else Reason.TX_UNKNOWN, timed_out
         )
-    if observation.receipt_status != 1:
-        return Assessment(PurchaseStatus.REJECTED, Reason.TX_FAILED)
-    if observation.canonical_block_hash != observation.block_hash:
+    if observation.canonical_block_hash != observation.block_hash or observation.block_time is None:
         return _uncertain(Reason.REORGED, timed_out)
-    rejection, paid = _match_transfer(observation.transfers, quote)
-    if rejection is not None:
-        return Assessment(PurchaseStatus.REJECTED, rejection)
-    if observation.block_time is not None and observation.block_time > quote.expires_at:
-        return Assessment(PurchaseStatus.REJECTED, Reason.QUOTE_EXPIRED)
     confirmations = observation.head_block - observation.block_number + 1
     if confirmations < min_confirmations:
         return Assessment(
             PurchaseStatus.PENDING, Reason.AWAITING_CONFIRMATIONS, max(confirmations, 0)
         )
+    if observation.receipt_status != 1:
+        return Assessment(PurchaseStatus.REJECTED, Reason.TX_FAILED, confirmations)
+    rejection, paid = _match_transfer(observation.transfers, quote)
+    if rejection is not None:
+        return Assessment(PurchaseStatus.REJECTED, rejection, confirmations)
+    if observation.block_time > quote.expires_at:
+        return Assessment(PurchaseStatus.REJECTED, Reason.QUOTE_EXPIRED, confirmations)
     return Assessment(PurchaseStatus.VERIFIED, None, confirmations, paid)
 
 

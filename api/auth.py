@@ -16,9 +16,8 @@ from uuid import UUID
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from aggregates.errors import NotFoundError
+from aggregates.errors import AuthenticationFailedError, NotFoundError, NotPermittedError
 from api.deps import ClockDep, SettingsDep
-from api.problems import AuthenticationError, PermissionDeniedError
 from api.tokens import AccessTokens
 from runtime.settings import Settings
 
@@ -45,7 +44,7 @@ class Principal:
     @property
     def user_id(self) -> UUID:
         if self.kind != "user":
-            raise PermissionDeniedError("this needs a signed-in user")
+            raise NotPermittedError("this needs a signed-in user")
         return UUID(self.subject)
 
 
@@ -72,14 +71,14 @@ def current_principal(
     credentials: BearerDep, settings: SettingsDep, tokens: AccessTokensDep, clock: ClockDep
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthenticationError("a bearer token is required")
+        raise AuthenticationFailedError("a bearer token is required")
     token = credentials.credentials
     if token.count(".") == 2:
         claims = tokens.verify(token, clock())
         return Principal("user", str(claims.user_id), roles=claims.roles, address=claims.address)
     principal = service_for(token, settings)
     if principal is None:
-        raise AuthenticationError("the token is not valid")
+        raise AuthenticationFailedError("the token is not valid")
     return principal
 
 
@@ -88,13 +87,13 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 def current_user(principal: PrincipalDep) -> Principal:
     if principal.kind != "user":
-        raise PermissionDeniedError("this needs a signed-in user")
+        raise NotPermittedError("this needs a signed-in user")
     return principal
 
 
 def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
     if not user.is_admin:
-        raise PermissionDeniedError("this needs the admin role")
+        raise NotPermittedError("this needs the admin role")
     return user
 
 
@@ -105,7 +104,7 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 def require_service(scope: str) -> Callable[[Principal], Principal]:
     def dependency(principal: PrincipalDep) -> Principal:
         if principal.kind != "service" or scope not in principal.scopes:
-            raise PermissionDeniedError(f"this needs a service token with the {scope!r} scope")
+            raise NotPermittedError(f"this needs a service token with the {scope!r} scope")
         return principal
 
     return dependency
@@ -114,15 +113,17 @@ def require_service(scope: str) -> Callable[[Principal], Principal]:
 def require_admin_or_scope(scope: str) -> Callable[[Principal], Principal]:
     def dependency(principal: PrincipalDep) -> Principal:
         if not (principal.is_admin or scope in principal.scopes):
-            raise PermissionDeniedError(f"this needs the admin role or the {scope!r} scope")
+            raise NotPermittedError(f"this needs the admin role or the {scope!r} scope")
         return principal
 
     return dependency
 
 
 def owned_or_404(owner_id: UUID | None, user: Principal, what: str) -> None:
-    """Someone else's resource is answered exactly like a missing one."""
-    if owner_id is None or owner_id != user.user_id:
+    """Someone else's resource is answered exactly like a missing one; a caller that is
+    not a user is refused before anything is looked at, so it learns nothing either."""
+    caller = user.user_id
+    if owner_id is None or owner_id != caller:
         raise NotFoundError(f"{what} not found")
 
 

@@ -53,17 +53,6 @@ class ApiError(Exception):
             self.headers = headers
 
 
-class AuthenticationError(ApiError):
-    status = 401
-    code = "unauthenticated"
-    headers = {"WWW-Authenticate": "Bearer"}
-
-
-class PermissionDeniedError(ApiError):
-    status = 403
-    code = "forbidden"
-
-
 class RateLimitedError(ApiError):
     status = 429
     code = "rate-limited"

@@ -7,6 +7,7 @@ handed to the command.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from uuid import UUID
 
@@ -18,6 +19,8 @@ from projections.purchases import pending_purchases
 from runtime.clock import Clock, system_clock
 from runtime.services import Services
 from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
 
 POLLER = "worker:deposit-confirmations"
 
@@ -59,7 +62,12 @@ def confirm_pending(services: Services, node: EvmNode, clock: Clock) -> int:
         context = CommandContext(
             actor=POLLER, occurred_at=clock(), correlation_id=f"poll-{purchase_id}"
         )
-        state = confirm(services.ledger, context, node, policy, purchase_id).result
+        try:
+            state = confirm(services.ledger, context, node, policy, purchase_id).result
+        except Exception:
+            # One purchase that cannot be settled must not hold up the others.
+            log.exception("could not settle purchase %s", purchase_id)
+            continue
         settled += state.status != "pending_confirmations"
     return settled
 

@@ -65,7 +65,7 @@ class EvmNode:
             block_number=block_number,
             block_hash=_text(receipt.get("blockHash")),
             canonical_block_hash=_text(block.get("hash")),
-            block_time=datetime.fromtimestamp(_quantity(block.get("timestamp")), UTC),
+            block_time=_moment(block.get("timestamp")),
             transfers=[t for t in (_transfer(entry) for entry in receipt.get("logs") or []) if t],
         )
 
@@ -107,6 +107,13 @@ def _quantity(value: Any) -> int:
         return int(value, 16)
     except ValueError as error:
         raise RpcError(f"not a hex quantity: {value!r}") from error
+
+
+def _moment(value: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(_quantity(value), UTC)
+    except (ValueError, OverflowError, OSError) as error:
+        raise RpcError(f"not a block timestamp: {value!r}") from error
 
 
 def _text(value: Any) -> str:

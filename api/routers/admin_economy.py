@@ -5,21 +5,18 @@ from __future__ import annotations
 from uuid import UUID
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from aggregates import economy
 from api.auth import AdminUser
 from api.deps import ClockDep, LedgerDep, command_context
+from api.schemas import Reason, WrittenPublic
 
 router = APIRouter(prefix="/v1/admin/entitlements", tags=["admin"])
 
 
 class RevocationCreate(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
-
-
-class PositionPublic(BaseModel):
-    position: int
+    reason: Reason
 
 
 @router.post("/{entitlement_id}/revoke", operation_id="admin_revoke_entitlement")
@@ -29,8 +26,8 @@ def revoke(
     admin: AdminUser,
     ledger: LedgerDep,
     clock: ClockDep,
-) -> PositionPublic:
+) -> WrittenPublic:
     written = economy.revoke_entitlement(
         ledger, command_context(admin.actor, clock), entitlement_id, body.reason
     )
-    return PositionPublic(position=written.position)
+    return WrittenPublic(position=written.position)

@@ -15,20 +15,20 @@ from aggregates import cloning
 from aggregates.application import Ledger, Written
 from aggregates.base import CommandContext
 from aggregates.cloning import ProfileState
-from aggregates.profiles import ModerationReason
 from api.auth import AdminUser
 from api.deps import ClockDep, LedgerDep, ServicesDep, command_context, wait_for
 from api.pagination import PageDep
+from api.schemas import Reason
 
 router = APIRouter(prefix="/v1/admin/moderation", tags=["admin"])
 
 
 class ApprovalCreate(BaseModel):
-    reason: ModerationReason | None = None
+    reason: Reason | None = None
 
 
 class DecisionCreate(BaseModel):
-    reason: ModerationReason
+    reason: Reason
 
 
 class DecisionPublic(BaseModel):

@@ -19,6 +19,7 @@ from aggregates.prop_accounts import MAX_AMOUNT
 from api.auth import AdminUser
 from api.deps import ClockDep, LedgerDep, command_context
 from api.routers.prop import PricesDep
+from api.schemas import Reason
 
 router = APIRouter(prefix="/v1/admin/prop/accounts", tags=["admin"])
 
@@ -47,7 +48,7 @@ class PropAccountOpenedPublic(BaseModel):
 
 
 class PropControlCreate(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Reason
 
 
 class PropStatusPublic(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel
 from api.auth import require_admin_or_scope
 from api.deps import LedgerDep, ServicesDep, wait_for
 from api.pagination import PageDep
+from api.schemas import SearchText
 from projections.audit_chain import head_digest
 from projections.audit_trail import history, state_at
 
@@ -70,10 +71,10 @@ class DigestPublic(BaseModel):
 
 class AuditFilters(BaseModel):
     aggregate_id: UUID | None = None
-    aggregate_type: str | None = None
-    event_type: str | None = None
-    actor: str | None = None
-    correlation_id: str | None = None
+    aggregate_type: SearchText | None = None
+    event_type: SearchText | None = None
+    actor: SearchText | None = None
+    correlation_id: SearchText | None = None
     occurred_from: AwareDatetime | None = None
     occurred_to: AwareDatetime | None = None
 

@@ -16,6 +16,7 @@ from aggregates.sign_in import SiweExpectations, check_message, sign_in_message
 from api.auth import AccessTokensDep, effective_roles
 from api.deps import ClockDep, LedgerDep, SettingsDep, command_context
 from api.rate_limit import RateLimiter
+from api.schemas import WrittenPublic
 from api.tokens import AccessClaims, new_refresh_token, refresh_token_hash, session_of
 from runtime.settings import Settings
 
@@ -64,10 +65,6 @@ class TokensPublic(BaseModel):
     token_type: str = "Bearer"
     expires_in: int
     user: SignedInUserPublic
-    position: int
-
-
-class PositionPublic(BaseModel):
     position: int
 
 
@@ -199,7 +196,7 @@ def refresh(
 @router.post("/logout", operation_id="auth_logout")
 def logout(
     body: RefreshCreate, request: Request, ledger: LedgerDep, clock: ClockDep, limiter: LimiterDep
-) -> PositionPublic:
+) -> WrittenPublic:
     session_id = session_of(body.refresh_token)
     limiter.check("logout", ip=client_address(request))
     if session_id is None:
@@ -210,4 +207,4 @@ def logout(
         session_id=session_id,
         presented_hash=refresh_token_hash(body.refresh_token),
     )
-    return PositionPublic(position=written.position)
+    return WrittenPublic(position=written.position)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
+from api.auth import require_admin_or_scope
 from api.deps import ClockDep, ServicesDep
 from projections import reconciliation
 
@@ -100,7 +101,12 @@ def workers_health(services: ServicesDep, clock: ClockDep) -> list[WorkerHealthP
     return workers
 
 
-@router.get("/reconciliation", operation_id="health_reconciliation")
+@router.get(
+    "/reconciliation",
+    operation_id="health_reconciliation",
+    # Breaches name user accounts and balances: auditors and admins only.
+    dependencies=[Depends(require_admin_or_scope("audit:read"))],
+)
 def reconciliation_health(services: ServicesDep) -> ReconciliationPublic:
     """The latest ledger reconciliation: `failing` when any check was breached."""
     result = reconciliation.latest(services.projections.datastore)

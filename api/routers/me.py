@@ -13,6 +13,7 @@ from aggregates.errors import NotFoundError
 from api.auth import CurrentUser, effective_roles, owned_or_404
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
+from api.schemas import WrittenPublic
 
 router = APIRouter(tags=["me"])
 
@@ -43,10 +44,6 @@ class SessionPublic(BaseModel):
 class SessionsPublic(BaseModel):
     items: list[SessionPublic]
     next_cursor: str | None
-
-
-class PositionPublic(BaseModel):
-    position: int
 
 
 @router.get("/v1/me", operation_id="me", dependencies=[Depends(wait_for("users"))])
@@ -101,7 +98,7 @@ def get_session(session_id: UUID, user: CurrentUser, services: ServicesDep) -> S
 @router.delete("/v1/sessions/{session_id}", operation_id="session_revoke")
 def revoke_session(
     session_id: UUID, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
-) -> PositionPublic:
+) -> WrittenPublic:
     written = identity.revoke_session(
         ledger,
         command_context(user.actor, clock),
@@ -109,4 +106,4 @@ def revoke_session(
         owner_id=user.user_id,
         reason="revoked-by-owner",
     )
-    return PositionPublic(position=written.position)
+    return WrittenPublic(position=written.position)

@@ -255,7 +255,7 @@ def test_the_same_key_returns_the_same_purchase(client: TestClient, node: EvmNod
     )
 
     assert_problem(again, 409, "idempotency-key-reused")
-    assert same.status_code in (404, 409)
+    assert_problem(same, 404, "quote-not-found")
 
 
 def test_a_retry_with_the_same_key_and_body_repeats_the_answer(
@@ -363,3 +363,47 @@ def test_admin_revokes_an_entitlement_with_a_reason(
         client.get("/v1/entitlements", headers=buyer.headers).json()["items"][0]["status"]
         == "revoked"
     )
+
+
+def test_a_front_runner_cannot_keep_someone_elses_tx(
+    client: TestClient, node: EvmNodeServer
+) -> None:
+    payer, thief = sign_in(client), sign_in(client)
+    node.chain.pay(TX, sender=payer.wallet.address, value_minor=FEE, block=996)
+
+    stolen = purchase(client, thief, quote(client, thief)["quote_id"], TX).json()
+    honest = purchase(client, payer, quote(client, payer)["quote_id"], TX).json()
+
+    assert (stolen["status"], stolen["reason"]) == ("rejected", "wrong-sender")
+    assert honest["status"] == "verified"
+
+
+def test_nothing_is_rejected_before_its_block_is_final(
+    client: TestClient, node: EvmNodeServer
+) -> None:
+    _, response = paid(
+        client, node, confirmations=1, recipient="0x2222222222222222222222222222222222222222"
+    )
+
+    assert (response.json()["status"], response.json()["reason"]) == (
+        "pending_confirmations",
+        "awaiting-confirmations",
+    )
+
+
+def test_a_reason_with_control_characters_is_refused(
+    client: TestClient, services: Services
+) -> None:
+    admin_wallet = new_wallet()
+    client.app.state.services.settings = services.settings.model_copy(
+        update={"admin_addresses": [admin_wallet.address]}
+    )  # type: ignore[attr-defined]
+    admin = sign_in(client, admin_wallet)
+
+    response = client.post(
+        "/v1/admin/entitlements/00000000-0000-0000-0000-000000000001/revoke",
+        json={"reason": "chargeback\u0000"},
+        headers=admin.headers,
+    )
+
+    assert_problem(response, 422, "invalid-request")

@@ -9,10 +9,15 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from projections.reconciliation import reconcile, reconcile_and_record
+from projections.runner import ProjectionRunner
 from runtime.services import Services
+from tests.conftest import AUDITOR_TOKEN
 from tests.economy.test_purchases import paid
 from tests.support.evm_node import EvmNodeServer
+from tests.support.http import bearer
 from tests.support.projections import catch_up
+
+AUDITOR = bearer(AUDITOR_TOKEN)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +69,7 @@ def test_a_balance_that_disagrees_with_its_entries_is_a_breach(
     )
 
     checked = ledger_check(services)
-    health = client.get("/v1/health/reconciliation").json()
+    health = client.get("/v1/health/reconciliation", headers=AUDITOR).json()
     metrics = client.get("/metrics").text
 
     assert checked.returncode == 1
@@ -83,8 +88,24 @@ def test_a_verified_purchase_without_its_grant_is_a_breach(
     result = reconcile_and_record(services.projections.datastore)
 
     assert [b["check"] for b in result.breaches] == ["one-grant-per-verified-purchase"]
-    assert client.get("/v1/health/reconciliation").json()["status"] == "failing"
+    assert client.get("/v1/health/reconciliation", headers=AUDITOR).json()["status"] == "failing"
 
 
 def test_health_is_unknown_before_the_first_check(client: TestClient) -> None:
-    assert client.get("/v1/health/reconciliation").json()["status"] == "unknown"
+    assert client.get("/v1/health/reconciliation", headers=AUDITOR).json()["status"] == "unknown"
+
+
+def test_reconciliation_health_is_for_auditors(client: TestClient) -> None:
+    assert client.get("/v1/health/reconciliation").status_code == 401
+
+
+def test_reconciliation_waits_while_read_models_lag(
+    client: TestClient, node: EvmNodeServer, services: Services
+) -> None:
+    paid(client, node)
+    ProjectionRunner(services.projections, "purchases", services.url).catch_up()
+
+    result = reconcile_and_record(services.projections.datastore)
+
+    assert result.skipped
+    assert client.get("/v1/health/reconciliation", headers=AUDITOR).json()["status"] == "unknown"
