@@ -27,6 +27,13 @@ class PriceSource(Protocol):
     def latest_mark(self, asset: str) -> Mark | None: ...
 
 
+INSERT_MARK = (
+    "INSERT INTO market_marks (source, asset, observed_at, price)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+"""Idempotent: the same (source, asset, time) twice is stored once."""
+
+
 class PostgresPriceSource:
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.datastore = datastore
@@ -46,11 +53,8 @@ class PostgresPriceSource:
         )
 
     def record(self, marks: list[Mark]) -> int:
-        """Idempotent: the same (source, asset, time) twice is stored once."""
         with self.datastore.transaction(commit=True) as cursor:
             cursor.executemany(
-                "INSERT INTO market_marks (source, asset, observed_at, price)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(m.source, m.asset, m.observed_at, m.price) for m in marks],
+                INSERT_MARK, [(m.source, m.asset, m.observed_at, m.price) for m in marks]
             )
             return max(cursor.rowcount, 0)

@@ -17,7 +17,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg.types.json import Jsonb
 
-from ingest.prices import Mark
+from ingest.prices import INSERT_MARK, Mark
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,6 @@ CONTEXTS = Table("market_contexts", ContextRow, ("source", "instrument", "observ
 MARKETS = Table("prediction_markets", MarketRow, ("source", "market_id"), ("updated_at",))
 PREDICTIONS = Table("prediction_prices", PredictionRow, ("source", "token_id", "observed_at"))
 TVL = Table("protocol_tvl", TvlRow, ("source", "protocol", "observed_at"))
-
-INSERT_MARK = (
-    "INSERT INTO market_marks (source, asset, observed_at, price)"
-    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
-)
-"""The same statement as `PostgresPriceSource.record`, run inside the round's transaction."""
 
 
 @dataclass

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 
 from runtime.settings import Settings
 
@@ -48,17 +47,3 @@ def connection_params(url: str) -> dict[str, str]:
         "user": str(params.get("user") or "postgres"),
         "password": str(params.get("password") or ""),
     }
-
-
-def open_pool(url: str, *, size: int, name: str) -> ConnectionPool:
-    """A connection pool for projection writes and API reads (autocommit by default)."""
-    pool = ConnectionPool(
-        url,
-        min_size=1,
-        max_size=size,
-        kwargs={"autocommit": True},
-        name=name,
-        open=False,
-    )
-    pool.open(wait=True, timeout=30)
-    return pool
