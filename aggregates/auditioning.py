@@ -30,6 +30,7 @@ from aggregates.auditions import (
     EntitlementRequiredError,
 )
 from aggregates.base import CommandContext
+from aggregates.clones import Clone
 from aggregates.cloning import owned_clone
 from aggregates.entitlements import Entitlement, EntitlementStatus
 from aggregates.errors import DomainError, NotFoundError
@@ -209,6 +210,9 @@ def retry_audition(
         started = audition.attempt_for_key(key) if key is not None else None
         if started is not None:
             return AttemptState(audition.id, audition.status, started)
+        clone = unit.get(Clone, audition.clone_id)  # banned or archived since: no new attempt
+        clone.check_not_archived()
+        clone.check_not_banned()
         entitlement_id = None
         if not audition.retry_is_free(context.occurred_at):
             entitlement_id = consume_entitlement(unit, owner_id, audition.id, entitlements)

@@ -14,7 +14,7 @@ from aggregates import auditioning
 from aggregates.errors import NotFoundError
 from api.auth import AdminUser
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import PageDep
 from api.routers.auditions import (
     STATUS_PATTERN,
     AuditionPublic,
@@ -23,13 +23,14 @@ from api.routers.auditions import (
     page_of,
 )
 from api.routers.prop import PricesDep
+from api.schemas import Reason
 from projections.audition_queue import queued
 
 router = APIRouter(prefix="/v1/admin/auditions", tags=["admin"])
 
 
 class VoidCreate(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Reason
 
 
 class VoidedPublic(BaseModel):
@@ -87,11 +88,11 @@ def list_auditions(
                 "status": status,
                 "owner": owner_id,
                 "clone": clone_id,
-                "limit": page.limit + 1,
+                "limit": page.fetch,
             },
         )
         rows = cursor.fetchall()
-    return page_of(rows, page.limit)
+    return page_of(rows, page)
 
 
 @router.get(
@@ -116,18 +117,14 @@ def evaluator_queue(
     ahead = timedelta(seconds=settings.audition_due_soon if within is None else within)
     moment, identifier = page.moment("due_at"), page.identifier("audition_id")
     after = None if moment is None or identifier is None else (moment, identifier)
-    rows = queued(services.projections.datastore, now + ahead, after, page.limit + 1)
-    items = [
-        QueuedPublic.model_validate({**row, "overdue": row["due_at"] <= now})
-        for row in rows[: page.limit]
-    ]
-    next_cursor = None
-    if len(rows) > page.limit:
-        last = items[-1]
-        next_cursor = encode_cursor(
-            {"due_at": last.due_at.isoformat(), "audition_id": str(last.audition_id)}
-        )
-    return QueuePublic(items=items, next_cursor=next_cursor)
+    rows = queued(services.projections.datastore, now + ahead, after, page.fetch)
+    items, next_cursor = page.cut(rows, "due_at", "audition_id")
+    return QueuePublic(
+        items=[
+            QueuedPublic.model_validate({**row, "overdue": row["due_at"] <= now}) for row in items
+        ],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get(

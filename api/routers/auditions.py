@@ -18,7 +18,7 @@ from aggregates.application import Written
 from aggregates.auditioning import AttemptState
 from api.auth import CurrentUser, owned_or_404
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import PageDep, encode_cursor
+from api.pagination import Page, PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
 from projections.auditions import available_entitlements
@@ -181,12 +181,12 @@ def audition_detail(cursor: Cursor[DictRow], row: DictRow) -> AuditionPublic:
     return AuditionPublic.model_validate({**row, "attempts": attempts, "prop_account": account})
 
 
-def page_of(rows: list[DictRow], limit: int) -> AuditionsPublic:
-    items = [AuditionSummaryPublic.model_validate(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    last = rows[limit - 1]["position"] if more else None
+def page_of(rows: list[DictRow], page: Page) -> AuditionsPublic:
+    """A page of audition rows read in `position` order."""
+    items, next_cursor = page.cut(rows, "position")
     return AuditionsPublic(
-        items=items, next_cursor=encode_cursor({"position": last}) if more else None
+        items=[AuditionSummaryPublic.model_validate(row) for row in items],
+        next_cursor=next_cursor,
     )
 
 
@@ -234,10 +234,10 @@ def list_auditions(
         cursor.execute(
             "SELECT * FROM auditions WHERE owner_id = %s AND position > %s"
             " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s",
-            (user.user_id, page.position(), status, status, page.limit + 1),
+            (user.user_id, page.position(), status, status, page.fetch),
         )
         rows = cursor.fetchall()
-    return page_of(rows, page.limit)
+    return page_of(rows, page)
 
 
 @router.get(

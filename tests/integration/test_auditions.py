@@ -1,0 +1,474 @@
+"""Auditions against real PostgreSQL: entitlements consumed once under races, the evaluator's
+lease and exactly-once verdicts, breaches, retries and voids, and the read models."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from aggregates import auditioning, prop_trading
+from aggregates.application import Written
+from aggregates.auditioning import EVALUATOR_LEASE, AttemptState, evaluate_due_auditions
+from aggregates.auditions import (
+    Audition,
+    AuditionAlreadyVoidedError,
+    AuditionNotRunningError,
+    EntitlementRequiredError,
+)
+from aggregates.clones import Clone, CloneBannedError
+from aggregates.entitlements import Entitlement, EntitlementStatus
+from aggregates.errors import IdempotencyKeyReusedError
+from aggregates.prop_accounts import ActionRequest, PropAccount
+from ingest.prices import PostgresPriceSource
+from runtime.clock import FixedClock
+from runtime.services import Services
+from runtime.settings import Settings
+from scripts.worker import Worker
+from tests.support.auditions import (
+    context_at,
+    grant_entitlement,
+    published_version,
+    record_mark,
+    short_rules,
+)
+from tests.support.projections import catch_up
+
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+DUE = NOON + timedelta(days=2)
+A = TypeVar("A")
+OWNER = UUID("00000000-0000-4000-8000-00000000a0d1")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return short_rules(settings)
+
+
+def submit(
+    services: Services,
+    entitlements: list[UUID],
+    *,
+    version: tuple[UUID, str] | None = None,
+    key: str = "RETRO-CLOCK",
+    owner_id: UUID = OWNER,
+) -> Written[AttemptState]:
+    clone_id, version_hash = version or published_version(services, owner_id, NOON)
+    return auditioning.submit_audition(
+        services.ledger,
+        context_at(NOON),
+        owner_id=owner_id,
+        clone_id=clone_id,
+        version_hash=version_hash,
+        key=key,
+        rules=auditioning.audition_rules(services.settings),
+        entitlements=entitlements,
+    )
+
+
+def new_audition(services: Services) -> tuple[AttemptState, UUID]:
+    """A running audition of OWNER (its first attempt started at noon) and its entitlement."""
+    entitlement_id = grant_entitlement(services, OWNER, NOON)
+    return submit(services, [entitlement_id], key=uuid4().hex).result, entitlement_id
+
+
+def retry(services: Services, audition_id: UUID, at: datetime, entitlements: list[UUID]) -> Any:
+    return auditioning.retry_audition(
+        services.ledger,
+        context_at(at),
+        audition_id=audition_id,
+        owner_id=OWNER,
+        key=None,
+        entitlements=entitlements,
+    )
+
+
+def void(services: Services, audition_id: UUID, at: datetime = NOON + timedelta(hours=1)) -> Any:
+    prices = PostgresPriceSource(services.projections.datastore)
+    return auditioning.void_audition(
+        services.ledger, context_at(at, "user:admin"), prices, audition_id, "data outage"
+    )
+
+
+def load(services: Services, cls: type[A], aggregate_id: UUID) -> A:
+    aggregate: object = services.ledger.repository.get(aggregate_id)
+    assert isinstance(aggregate, cls)
+    return aggregate
+
+
+def event_types(services: Services, aggregate_id: UUID) -> list[str]:
+    return [type(e).__name__ for e in services.ledger.events.get(aggregate_id)]
+
+
+def verdicts(services: Services, audition_id: UUID) -> list[str]:
+    return [t for t in event_types(services, audition_id) if t in ("Passed", "Failed")]
+
+
+def rows(services: Services, sql: str, *params: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(services.url, row_factory=dict_row) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def together(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls in threads released at once; each one's result or exception."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[index] = call()
+        except Exception as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+# --- submitting ----------------------------------------------------------------------------
+
+
+def test_two_concurrent_submissions_with_one_entitlement_make_one_audition(
+    services: Services,
+) -> None:
+    entitlement_id = grant_entitlement(services, OWNER, NOON)
+    version = published_version(services, OWNER, NOON)
+
+    results = together(
+        lambda: submit(services, [entitlement_id], version=version, key="first"),
+        lambda: submit(services, [entitlement_id], version=version, key="second"),
+    )
+
+    written = [r for r in results if isinstance(r, Written)]
+    refused = [r for r in results if isinstance(r, EntitlementRequiredError)]
+    assert (len(written), len(refused)) == (1, 1), results
+    entitlement = load(services, Entitlement, entitlement_id)
+    assert entitlement.consumed_by == written[0].result.audition_id
+    submitted = rows(
+        services,
+        "SELECT count(*) AS n FROM pumpparty_events WHERE topic LIKE %s",
+        "%Audition.Submitted",
+    )
+    assert submitted == [{"n": 1}]
+
+
+def test_a_repeated_key_answers_with_the_first_audition_and_consumes_once(
+    services: Services,
+) -> None:
+    first, second = (
+        grant_entitlement(services, OWNER, NOON),
+        grant_entitlement(services, OWNER, NOON),
+    )
+    version = published_version(services, OWNER, NOON)
+    original = submit(services, [first, second], version=version).result
+
+    repeat = submit(services, [second], version=version).result
+
+    assert repeat == original
+    assert load(services, Entitlement, second).status is EntitlementStatus.AVAILABLE
+
+
+def test_a_repeated_key_with_another_version_is_a_conflict(services: Services) -> None:
+    entitlement_id = grant_entitlement(services, OWNER, NOON)
+    submit(services, [entitlement_id])
+
+    with pytest.raises(IdempotencyKeyReusedError):
+        submit(services, [entitlement_id], version=published_version(services, OWNER, NOON))
+
+
+def test_an_entitlement_the_read_model_still_shows_free_is_passed_over(
+    services: Services,
+) -> None:
+    (_, spent), fresh = new_audition(services), grant_entitlement(services, OWNER, NOON)
+
+    attempt = submit(services, [spent, fresh], key="another").result.attempt
+
+    assert attempt.entitlement_id == fresh
+
+
+def test_another_users_entitlement_is_never_consumed(services: Services) -> None:
+    theirs = grant_entitlement(services, uuid4(), NOON)
+
+    with pytest.raises(EntitlementRequiredError):
+        submit(services, [theirs])
+
+
+def test_submitting_opens_the_attempts_prop_account_with_the_pinned_equity(
+    services: Services,
+) -> None:
+    state, _ = new_audition(services)
+
+    account = load(services, PropAccount, state.attempt.prop_account_id)
+
+    assert (account.purpose, account.owner_id, account.starting_equity) == (
+        "audition",
+        OWNER,
+        Decimal("10000"),
+    )
+    assert state.attempt.due_at == DUE
+
+
+# --- evaluating ----------------------------------------------------------------------------
+
+
+def test_a_due_audition_is_judged_on_every_rule_and_its_account_frozen(
+    services: Services,
+) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+
+    evaluated = evaluate_due_auditions(services, FixedClock(DUE))
+
+    audition = load(services, Audition, state.audition_id)
+    assert evaluated == 1
+    assert audition.current.failed_rules == ("profit-target", "min-trades", "min-active-days")
+    assert audition.current.ended_by == "due"
+    assert event_types(services, state.attempt.prop_account_id)[-1] == "Frozen"
+
+
+def test_an_audition_not_yet_due_is_left_alone(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+
+    evaluated = evaluate_due_auditions(services, FixedClock(DUE - timedelta(seconds=1)))
+
+    assert evaluated == 0 and verdicts(services, state.audition_id) == []
+
+
+def test_two_evaluators_started_together_judge_each_due_audition_once(
+    services: Services,
+) -> None:
+    auditions = [new_audition(services)[0].audition_id for _ in range(3)]
+    catch_up(services)
+
+    results = together(
+        lambda: evaluate_due_auditions(services, FixedClock(DUE)),
+        lambda: evaluate_due_auditions(services, FixedClock(DUE)),
+    )
+
+    assert sorted(results) == [0, 3]
+    assert [verdicts(services, audition_id) for audition_id in auditions] == [["Failed"]] * 3
+
+
+def test_an_evaluator_without_the_lease_does_nothing(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+
+    with psycopg.connect(services.url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (EVALUATOR_LEASE,))
+        evaluated = evaluate_due_auditions(services, FixedClock(DUE))
+
+    assert evaluated == 0 and verdicts(services, state.audition_id) == []
+
+
+def test_a_queue_that_lags_never_judges_an_attempt_twice(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+
+    again = evaluate_due_auditions(services, FixedClock(DUE + timedelta(minutes=1)))
+
+    assert again == 0 and verdicts(services, state.audition_id) == ["Failed"]
+
+
+def test_a_breach_fails_the_audition_before_it_is_due(services: Services) -> None:
+    state, _ = new_audition(services)
+    account_id = state.attempt.prop_account_id
+    record_mark(services, NOON, "100")
+    prop_trading.submit_action(
+        services.ledger,
+        context_at(NOON, "service:engine"),
+        PostgresPriceSource(services.projections.datastore),
+        account_id,
+        ActionRequest("a-1", "BTC", "buy", size=Decimal("50")),
+        max_mark_age=timedelta(seconds=60),
+    )
+    catch_up(services)
+    later = NOON + timedelta(hours=1)
+    record_mark(services, later, "89")  # 50 x -11 = -550: past the prop engine's 5% a day
+    prop_trading.mark_live_accounts(services, FixedClock(later))
+    catch_up(services)
+
+    evaluated = evaluate_due_auditions(services, FixedClock(later))
+
+    audition = load(services, Audition, state.audition_id)
+    assert evaluated == 1
+    assert (audition.status, audition.current.ended_by) == ("failed", "breach")
+    assert audition.current.failed_rules == ("daily-loss-limit",)
+    assert event_types(services, account_id)[-2:] == ["Breached", "Frozen"]
+
+
+def test_evaluating_now_a_judged_audition_is_refused(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+    prices = PostgresPriceSource(services.projections.datastore)
+
+    with pytest.raises(AuditionNotRunningError):
+        auditioning.evaluate_audition(
+            services.ledger, context_at(DUE), prices, state.audition_id, now_requested=True
+        )
+
+
+# --- retrying ------------------------------------------------------------------------------
+
+
+def test_a_retry_inside_the_window_is_a_new_attempt_on_a_new_account_for_free(
+    services: Services,
+) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+
+    attempt = retry(services, state.audition_id, DUE + timedelta(hours=1), []).result.attempt
+
+    assert (attempt.number, attempt.entitlement_id) == (2, None)
+    assert attempt.prop_account_id != state.attempt.prop_account_id
+    assert attempt.due_at == DUE + timedelta(days=2, hours=1)
+
+
+def test_a_retry_past_the_window_consumes_a_new_entitlement(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+    late = DUE + timedelta(days=1, seconds=1)
+    fresh = grant_entitlement(services, OWNER, late)
+
+    attempt = retry(services, state.audition_id, late, [fresh]).result.attempt
+
+    assert attempt.entitlement_id == fresh
+    assert load(services, Entitlement, fresh).consumed_by == state.audition_id
+
+
+def test_a_retry_past_the_policy_without_an_entitlement_is_refused(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+
+    with pytest.raises(EntitlementRequiredError):
+        retry(services, state.audition_id, DUE + timedelta(days=2), [])
+
+
+def test_a_clone_banned_since_is_not_retried(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+    clone_id = load(services, Audition, state.audition_id).clone_id
+    services.ledger.execute(context_at(DUE), lambda unit: unit.get(Clone, clone_id).ban("spam"))
+
+    with pytest.raises(CloneBannedError):
+        retry(services, state.audition_id, DUE, [])
+
+
+# --- voiding -------------------------------------------------------------------------------
+
+
+def test_voiding_closes_the_account_and_restores_the_entitlement_once(
+    services: Services,
+) -> None:
+    state, entitlement_id = new_audition(services)
+    first = void(services, state.audition_id)
+
+    with pytest.raises(AuditionAlreadyVoidedError):
+        void(services, state.audition_id)
+
+    assert first.result.restored_entitlement_id == entitlement_id
+    assert event_types(services, entitlement_id) == ["Granted", "Consumed", "Restored"]
+    assert event_types(services, state.attempt.prop_account_id)[-1] == "Closed"
+
+
+def test_a_voided_audition_is_never_evaluated_even_by_a_lagging_queue(
+    services: Services,
+) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    void(services, state.audition_id)
+
+    evaluated = evaluate_due_auditions(services, FixedClock(DUE))
+
+    assert evaluated == 0 and verdicts(services, state.audition_id) == []
+
+
+def test_voiding_after_a_free_retry_restores_nothing(services: Services) -> None:
+    state, entitlement_id = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+    retry(services, state.audition_id, DUE, [])
+
+    voided = void(services, state.audition_id, DUE + timedelta(hours=1))
+
+    assert voided.result.restored_entitlement_id is None
+    entitlement = load(services, Entitlement, entitlement_id)
+    assert entitlement.status is EntitlementStatus.CONSUMED
+
+
+# --- read models and the worker ------------------------------------------------------------
+
+
+def test_the_queue_follows_attempts_breaches_and_verdicts(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    queued = rows(services, "SELECT status, attempt, due_at, breach FROM audition_queue")
+    evaluate_due_auditions(services, FixedClock(DUE))
+    retry(services, state.audition_id, DUE, [])
+    catch_up(services)
+
+    requeued = rows(services, "SELECT status, attempt, due_at, breach FROM audition_queue")
+
+    assert queued == [{"status": "running", "attempt": 1, "due_at": DUE, "breach": None}]
+    assert requeued == [
+        {"status": "running", "attempt": 2, "due_at": DUE + timedelta(days=2), "breach": None}
+    ]
+
+
+def test_the_read_model_keeps_every_attempt(services: Services) -> None:
+    state, _ = new_audition(services)
+    catch_up(services)
+    evaluate_due_auditions(services, FixedClock(DUE))
+    retry(services, state.audition_id, DUE, [])
+    catch_up(services)
+
+    attempts = rows(
+        services,
+        "SELECT number, status, ended_by, failed_rules FROM audition_attempts ORDER BY number",
+    )
+    audition = rows(services, "SELECT status, current_attempt FROM auditions")
+
+    assert attempts == [
+        {
+            "number": 1,
+            "status": "failed",
+            "ended_by": "due",
+            "failed_rules": ["profit-target", "min-trades", "min-active-days"],
+        },
+        {"number": 2, "status": "running", "ended_by": None, "failed_rules": []},
+    ]
+    assert audition == [{"status": "running", "current_attempt": 2}]
+
+
+def test_the_worker_runs_the_evaluator_on_its_cadence(services: Services) -> None:
+    job = Worker(services).jobs["audition_evaluator"]
+
+    assert (job.func, job.seconds) == (
+        evaluate_due_auditions,
+        services.settings.audition_evaluate_interval,
+    )
+
+
+def test_an_audition_is_a_replayable_aggregate(services: Services) -> None:
+    state, _ = new_audition(services)
+
+    audition = load(services, Audition, state.audition_id)
+
+    assert audition.attempts == [state.attempt]
