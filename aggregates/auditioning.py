@@ -29,12 +29,12 @@ from aggregates.auditions import (
     EndedBy,
     EntitlementRequiredError,
 )
-from aggregates.base import CommandContext
+from aggregates.base import CommandContext, fingerprint
 from aggregates.clones import Clone
 from aggregates.cloning import owned_clone
 from aggregates.entitlements import Entitlement, EntitlementStatus
 from aggregates.errors import DomainError, NotFoundError
-from aggregates.prop_accounts import CLOSED, OPEN, PropAccount, fingerprint
+from aggregates.prop_accounts import CLOSED, OPEN, PropAccount
 from aggregates.prop_rules import rule_set
 from aggregates.prop_trading import job_context, latest_marks, open_account_in
 from ingest.prices import PostgresPriceSource, PriceSource

@@ -7,14 +7,17 @@ them back from the stored event and never looks at the context.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
 
+import orjson
 from eventsourcing.domain import Aggregate
 
 from aggregates.errors import MissingCommandContextError
@@ -26,6 +29,19 @@ ID_NAMESPACE = UUID("6f0b3c1e-6a57-4c55-9a61-2f3b7d5e9c01")
 def derive_id(kind: str, key: str) -> UUID:
     """The id of the aggregate a command with this key creates: the same key, the same id."""
     return uuid5(ID_NAMESPACE, f"{kind}:{key}")
+
+
+def fingerprint(values: Mapping[str, Any]) -> str:
+    """What an idempotent create remembers of its request, to tell a repeat from a
+    different request under the same key. Decimals compare by value ("1.0" == "1")."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return format(value.normalize(), "f")
+        return str(value) if isinstance(value, UUID) else value
+
+    body = {key: canonical(value) for key, value in values.items()}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,13 @@ missing one. Limits and guardrail rules arrive as arguments, read from settings 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import orjson
-
 from aggregates.application import Ledger, UnitOfWork, Written
-from aggregates.base import CommandContext
+from aggregates.base import CommandContext, fingerprint
 from aggregates.clone_rosters import CloneRoster, roster_id_for
 from aggregates.clones import Clone
 from aggregates.errors import NotFoundError
@@ -56,10 +53,6 @@ def owned_clone(unit: UnitOfWork, clone_id: UUID, owner_id: UUID) -> Clone:
     return clone
 
 
-def _fingerprint(**fields: Any) -> str:
-    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 def create_clone(
     ledger: Ledger,
     context: CommandContext,
@@ -71,7 +64,7 @@ def create_clone(
     active_limit: int,
 ) -> Written[UUID]:
     """Create once per (owner, key); the new clone counts against the owner's active limit."""
-    fingerprint = _fingerprint(name=name, description=description)
+    request = fingerprint({"name": name, "description": description})
 
     def decide(unit: UnitOfWork) -> UUID:
         def create(clone_id: UUID) -> Clone:
@@ -85,11 +78,11 @@ def create_clone(
                 owner_id=owner_id,
                 name=name,
                 description=description,
-                request_fingerprint=fingerprint,
+                request_fingerprint=request,
             )
 
         # Keys are scoped to their owner, so one user's key never names another's clone.
-        return unit.create_once(Clone, f"{owner_id}:{key}", fingerprint, create).id
+        return unit.create_once(Clone, f"{owner_id}:{key}", request, create).id
 
     return ledger.execute(context, decide)
 

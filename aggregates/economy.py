@@ -3,13 +3,12 @@ says (ledger transfers and the entitlement, all at once), revoke an entitlement.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from aggregates.application import Ledger, UnitOfWork, Written
-from aggregates.base import CommandContext
+from aggregates.base import CommandContext, fingerprint
 from aggregates.entitlements import Entitlement, entitlement_id_for
 from aggregates.ledger import AUDITION_REVENUE, TREASURY, post_transfer, user_account
 from aggregates.purchases import (
@@ -83,7 +82,7 @@ def submit_purchase(
 ) -> Written[PurchaseState]:
     """Record the purchase and claim its transaction, once per key and once per tx hash."""
     tx_hash = tx_hash.lower()
-    fingerprint = hashlib.sha256(f"{quote_id}:{tx_hash}".encode()).hexdigest()
+    request = fingerprint({"quote_id": quote_id, "tx_hash": tx_hash})
 
     def decide(unit: UnitOfWork) -> PurchaseState:
         quote = unit.find(AuditionQuote, quote_id)
@@ -92,13 +91,13 @@ def submit_purchase(
         purchase = unit.create_once(
             Purchase,
             f"{user_id}:{key}",
-            fingerprint,
+            request,
             lambda id: Purchase(
                 id=id,
                 user_id=user_id,
                 quote_id=quote_id,
                 tx_hash=tx_hash,
-                request_fingerprint=fingerprint,
+                request_fingerprint=request,
             ),
         )
         claim = unit.find(TxClaim, claim_id_for(quote.chain_id, tx_hash))

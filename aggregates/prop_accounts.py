@@ -13,7 +13,6 @@ an account with ten thousand fills loads like one with ten.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,10 +20,9 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
-import orjson
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate
+from aggregates.base import LedgerAggregate, fingerprint
 from aggregates.errors import ConflictError, InvalidCommandError
 from aggregates.prop_rules import (
     DAILY_LOSS_LIMIT,
@@ -86,18 +84,6 @@ class PropAccountFrozenError(ConflictError):
 
 class PropAccountNotFrozenError(ConflictError):
     code = "prop-account-not-frozen"
-
-
-def fingerprint(values: Mapping[str, Any]) -> str:
-    """The same request, the same fingerprint; decimals compare by value ("1.0" == "1")."""
-
-    def canonical(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return format(value.normalize(), "f")
-        return str(value) if isinstance(value, UUID) else value
-
-    body = {key: canonical(value) for key, value in values.items()}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def within(amount: Decimal, low: Decimal, high: Decimal) -> bool:
