@@ -4,13 +4,21 @@ says (ledger transfers and the entitlement, all at once), revoke an entitlement.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from decimal import Decimal
 from uuid import UUID
 
 from aggregates.application import Ledger, UnitOfWork, Written
 from aggregates.base import CommandContext, fingerprint
 from aggregates.entitlements import Entitlement, entitlement_id_for
-from aggregates.ledger import AUDITION_REVENUE, TREASURY, post_transfer, user_account
+from aggregates.ledger import (
+    AUDITION_REVENUE,
+    TREASURY,
+    USDC_DECIMALS,
+    InvalidAmountError,
+    post_transfer,
+    user_account,
+)
 from aggregates.purchases import (
     AuditionQuote,
     DepositObservation,
@@ -48,12 +56,15 @@ def quote_audition(
     quote_id: UUID,
     user_id: UUID,
     payer: str,
-    amount_minor: int,
+    fee: Decimal,
     token_contract: str,
     chain_id: int,
     treasury_address: str,
-    expires_at: datetime,
+    valid_for: timedelta,
 ) -> Written[AuditionQuote]:
+    """Quote the fee in USDC minor units, valid for a while from the command's time."""
+    amount_minor = usdc_minor_units(fee)
+
     def decide(unit: UnitOfWork) -> AuditionQuote:
         return unit.add(
             AuditionQuote(
@@ -61,14 +72,21 @@ def quote_audition(
                 user_id=user_id,
                 payer=payer,
                 amount_minor=amount_minor,
-                token_contract=token_contract,
+                token_contract=token_contract.lower(),
                 chain_id=chain_id,
-                treasury_address=treasury_address,
-                expires_at=expires_at,
+                treasury_address=treasury_address.lower(),
+                expires_at=context.occurred_at + valid_for,
             )
         )
 
     return ledger.execute(context, decide)
+
+
+def usdc_minor_units(amount: Decimal) -> int:
+    minor = amount.scaleb(USDC_DECIMALS)
+    if minor != minor.to_integral_value() or minor <= 0:
+        raise InvalidAmountError(f"{amount} USDC is not a positive whole number of minor units")
+    return int(minor)
 
 
 def submit_purchase(

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from aggregates.application import Ledger, Written
 from aggregates.base import CommandContext
-from aggregates.economy import DepositPolicy, PurchaseState, settle_purchase
+from aggregates.economy import DepositPolicy, PurchaseState, settle_purchase, submit_purchase
 from ingest.evm import EvmNode
 from projections.purchases import pending_purchases
 from runtime.clock import Clock, system_clock
@@ -52,6 +52,27 @@ def confirm(
         observation=node.observe_deposit(tx_hash),
         policy=policy,
     )
+
+
+def purchase(
+    ledger: Ledger,
+    context: CommandContext,
+    node: EvmNode,
+    policy: DepositPolicy,
+    *,
+    user_id: UUID,
+    key: str,
+    quote_id: UUID,
+    tx_hash: str,
+) -> Written[PurchaseState]:
+    """Record the purchase, then, while it is pending, ask the chain about it at once."""
+    written = submit_purchase(
+        ledger, context, user_id=user_id, key=key, quote_id=quote_id, tx_hash=tx_hash
+    )
+    if written.result.status != "pending_confirmations":
+        return written
+    checked = confirm(ledger, context, node, policy, written.result.purchase_id)
+    return Written(checked.result, max(written.position, checked.position))
 
 
 def confirm_pending(services: Services, node: EvmNode, clock: Clock) -> int:

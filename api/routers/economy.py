@@ -18,7 +18,7 @@ from aggregates.purchases import InvalidIdempotencyKeyError
 from api.auth import CurrentUser, owned_or_404
 from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
-from ingest.deposits import confirm, deposit_policy
+from ingest import deposits
 from ingest.evm import EvmNode
 
 router = APIRouter(tags=["economy"])
@@ -122,19 +122,17 @@ def as_usdc(minor: int) -> str:
 def create_quote(
     user: CurrentUser, ledger: LedgerDep, settings: SettingsDep, clock: ClockDep
 ) -> QuotePublic:
-    now = clock()
-    amount_minor = int(settings.audition_fee.scaleb(USDC_DECIMALS))
     written = economy.quote_audition(
         ledger,
         command_context(user.actor, clock),
         quote_id=uuid.uuid4(),
         user_id=user.user_id,
         payer=user.address,
-        amount_minor=amount_minor,
-        token_contract=settings.usdc_contract.lower(),
+        fee=settings.audition_fee,
+        token_contract=settings.usdc_contract,
         chain_id=settings.chain_id,
-        treasury_address=settings.treasury_address.lower(),
-        expires_at=now + timedelta(seconds=settings.quote_ttl),
+        treasury_address=settings.treasury_address,
+        valid_for=timedelta(seconds=settings.quote_ttl),
     )
     quote = written.result
     return QuotePublic(
@@ -159,22 +157,22 @@ def create_purchase(
     clock: ClockDep,
     evm: Annotated[EvmNode, Depends(get_evm)],
 ) -> PurchaseAccepted:
-    context = command_context(user.actor, clock)
-    written = economy.submit_purchase(
-        ledger, context, user_id=user.user_id, key=key, quote_id=body.quote_id, tx_hash=body.tx_hash
+    written = deposits.purchase(
+        ledger,
+        command_context(user.actor, clock),
+        evm,
+        deposits.deposit_policy(settings),
+        user_id=user.user_id,
+        key=key,
+        quote_id=body.quote_id,
+        tx_hash=body.tx_hash,
     )
-    state, position = written.result, written.position
-    if state.status == "pending_confirmations":
-        checked = confirm(
-            ledger,
-            command_context(user.actor, clock),
-            evm,
-            deposit_policy(settings),
-            state.purchase_id,
-        )
-        state, position = checked.result, max(position, checked.position)
+    state = written.result
     return PurchaseAccepted(
-        purchase_id=state.purchase_id, status=state.status, reason=state.reason, position=position
+        purchase_id=state.purchase_id,
+        status=state.status,
+        reason=state.reason,
+        position=written.position,
     )
 
 
