@@ -24,6 +24,7 @@ from eventsourcing.domain import event
 
 from aggregates.base import LedgerAggregate, fingerprint
 from aggregates.errors import ConflictError, InvalidCommandError
+from aggregates.ports import Mark
 from aggregates.prop_rules import (
     DAILY_LOSS_LIMIT,
     MAX_DRAWDOWN,
@@ -46,7 +47,6 @@ from aggregates.prop_rules import (
     daily_loss_floor,
     drawdown_floor,
 )
-from ingest.prices import Mark
 
 OPEN, FROZEN, CLOSED = "open", "frozen", "closed"
 PURPOSES = ("audition", "race")

@@ -29,10 +29,9 @@ from api.routers import (
     public_profiles,
 )
 from api.tokens import AccessTokens
-from ingest.deposits import evm_node
 from runtime.clock import Clock, system_clock
-from runtime.services import Services, open_services
 from runtime.settings import Settings, get_settings
+from services.bootstrap import Services, open_services
 
 ROUTERS = [
     auth.router,
@@ -69,12 +68,10 @@ def create_app(
         app.state.services = opened
         app.state.access_tokens = AccessTokens.from_settings(opened.settings)
         app.state.auth_limiter = RateLimiter(opened.settings.auth_rate_limit)
-        app.state.evm = evm_node(opened.settings)
         app.state.metrics.watch(opened)
         try:
             yield
         finally:
-            app.state.evm.close()
             if owned:
                 opened.close()
 

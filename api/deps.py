@@ -9,13 +9,13 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
-from aggregates.application import Ledger
 from aggregates.base import CommandContext
 from api.problems import ProjectionBehindError
 from api.request_id import current_request_id
 from runtime.clock import Clock
-from runtime.services import Services
 from runtime.settings import Settings
+from services.bootstrap import Services
+from services.eventlog import EventLog
 
 
 def get_services(request: Request) -> Services:
@@ -36,17 +36,24 @@ def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_ledger(services: ServicesDep) -> Ledger:
-    return services.ledger
+def get_event_log(services: ServicesDep) -> EventLog:
+    return services.event_log
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+EventLogDep = Annotated[EventLog, Depends(get_event_log)]
 
 
 def command_context(actor: str, clock: Clock) -> CommandContext:
-    """What every event of this request records: who, when, and the request id."""
-    return CommandContext(actor=actor, occurred_at=clock(), correlation_id=current_request_id())
+    """What every event of this request records: who, when, and the request id, which is
+    both the correlation and the cause of the command."""
+    request_id = current_request_id()
+    return CommandContext(
+        actor=actor,
+        occurred_at=clock(),
+        correlation_id=request_id,
+        causation_id=f"request:{request_id}",
+    )
 
 
 def wait_for(projection: str) -> Callable[..., None]:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.metrics import IngestionCollector
 from projections import reconciliation
-from runtime.services import Services
+from services.bootstrap import Services
 
 
 class LedgerCollector(Collector):
@@ -62,7 +62,7 @@ class Metrics:
 
     def watch(self, services: Services) -> None:
         self.registry.register(LedgerCollector(services))
-        self.registry.register(IngestionCollector(services))
+        self.registry.register(IngestionCollector(services.settings, services.datastore))
 
 
 class MetricsMiddleware:

@@ -26,11 +26,11 @@ from uuid import UUID, uuid4
 
 import psycopg
 
-from aggregates.application import Ledger, UnitOfWork
 from aggregates.base import acting
 from benchmarks.aggregates import BenchAccount
 from benchmarks.harness import CONTEXT, run_clients
-from runtime.services import Services
+from services.bootstrap import Services
+from services.eventlog import EventLog, UnitOfWork
 
 RAW_TABLE = "bench_raw_events"
 RATE = Decimal("0.000123456789")
@@ -85,20 +85,20 @@ def stored_payload(services: Services, position: int) -> tuple[str, bytes]:
     """The topic and state bytes the command path stored at this position."""
     with psycopg.connect(services.url) as conn:
         row = conn.execute(
-            f"SELECT topic, state FROM {services.ledger.events_table} WHERE notification_id = %s",
+            f"SELECT topic, state FROM {services.event_log.events_table} WHERE notification_id = %s",
             (position,),
         ).fetchone()
     assert row is not None
     return str(row[0]), bytes(row[1])
 
 
-def open_accounts(ledger: Ledger, count: int, *, batch: int = 500) -> list[UUID]:
+def open_accounts(event_log: EventLog, count: int, *, batch: int = 500) -> list[UUID]:
     """Accounts opened ahead of the run, saved many per transaction."""
     ids: list[UUID] = []
     with acting(CONTEXT):
         for start in range(0, count, batch):
             accounts = [new_account(f"a{n}") for n in range(start, min(start + batch, count))]
-            ledger.save(*accounts)
+            event_log.save(*accounts)
             ids.extend(a.id for a in accounts)
     return ids
 
@@ -109,14 +109,14 @@ class AppendBenchmark:
     def __init__(
         self,
         services: Services,
-        ledgers: dict[str, Ledger],
+        ledgers: dict[str, EventLog],
         *,
         seconds: float,
         warmup: float,
         rounds: int,
     ) -> None:
         self.services = services
-        self.ledgers = ledgers  # "product" is services.ledger; others are prototypes
+        self.ledgers = ledgers  # "product" is services.event_log; others are prototypes
         self.seconds = seconds
         self.warmup = warmup
         self.rounds = rounds
@@ -125,14 +125,16 @@ class AppendBenchmark:
     # The command path -------------------------------------------------------------------
 
     @staticmethod
-    def create_command(ledger: Ledger, _: int) -> Operation:
+    def create_command(event_log: EventLog, _: int) -> Operation:
         def operation() -> None:
-            ledger.execute(CONTEXT, lambda unit: unit.add(new_account("bench")))
+            event_log.execute(CONTEXT, lambda unit: unit.add(new_account("bench")))
 
         return operation, lambda: None
 
     @staticmethod
-    def increment_command(ledger: Ledger, accounts: list[list[UUID]], client: int) -> Operation:
+    def increment_command(
+        event_log: EventLog, accounts: list[list[UUID]], client: int
+    ) -> Operation:
         cycle = itertools.cycle(accounts[client])
 
         def increment(unit: UnitOfWork, account_id: UUID) -> None:
@@ -140,7 +142,7 @@ class AppendBenchmark:
 
         def operation() -> None:
             account_id = next(cycle)
-            ledger.execute(CONTEXT, lambda unit: increment(unit, account_id))
+            event_log.execute(CONTEXT, lambda unit: increment(unit, account_id))
 
         return operation, lambda: None
 
@@ -186,11 +188,13 @@ class AppendBenchmark:
         return run_clients(clients, operation, seconds=self.seconds, warmup=self.warmup).rate
 
     def run_create(self, clients: int) -> AppendResult:
-        written = self.services.ledger.execute(CONTEXT, lambda unit: unit.add(new_account("bench")))
+        written = self.services.event_log.execute(
+            CONTEXT, lambda unit: unit.add(new_account("bench"))
+        )
         topic, state = stored_payload(self.services, written.position)
         commands = {
-            variant: partial(self.create_command, ledger)
-            for variant, ledger in self.ledgers.items()
+            variant: partial(self.create_command, event_log)
+            for variant, event_log in self.ledgers.items()
         }
         return self.measure(
             "create",
@@ -201,16 +205,16 @@ class AppendBenchmark:
         )
 
     def run_increment(self, clients: int, *, accounts: int) -> AppendResult:
-        ledger = self.services.ledger
-        ids = open_accounts(ledger, accounts)
+        event_log = self.services.event_log
+        ids = open_accounts(event_log, accounts)
         mine = [ids[i::clients] for i in range(clients)]
-        written = ledger.execute(
+        written = event_log.execute(
             CONTEXT, lambda unit: unit.get(BenchAccount, ids[0]).increment(by=1)
         )
         topic, state = stored_payload(self.services, written.position)
         commands = {
-            variant: partial(self.increment_command, ledger, mine)
-            for variant, ledger in self.ledgers.items()
+            variant: partial(self.increment_command, event_log, mine)
+            for variant, event_log in self.ledgers.items()
         }
         return self.measure(
             "increment",

@@ -20,8 +20,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from aggregates.base import CommandContext
 from runtime.database import start_embedded_server
-from runtime.services import Services, open_services
 from runtime.settings import Settings
+from services.bootstrap import Services, open_services
 
 CONTEXT = CommandContext(
     actor="service:bench",

@@ -14,13 +14,13 @@ from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from aggregates.application import Ledger
 from aggregates.base import acting
+from aggregates.ports import Mark
 from aggregates.prop_accounts import ActionRequest, PropAccount
 from aggregates.prop_rules import rule_set
 from benchmarks.harness import CONTEXT, Figure, median_ms
-from ingest.prices import Mark
-from runtime.services import Services
+from services.bootstrap import Services
+from services.eventlog import EventLog
 
 SECTION = "prop account load"
 TARGET_RATIO = 3.0
@@ -45,7 +45,7 @@ class PropLoadResult:
     loads: int
 
 
-def build_account(ledger: Ledger, fills: int) -> UUID:
+def build_account(event_log: EventLog, fills: int) -> UUID:
     """An account with `fills` fills, made in memory and saved in batches (snapshots too)."""
     now = CONTEXT.occurred_at
     with acting(CONTEXT):
@@ -67,18 +67,18 @@ def build_account(ledger: Ledger, fills: int) -> UUID:
             result = account.submit(request, marks, now, timedelta(minutes=1))
             assert result.status == "filled", result.reason
             if number % SAVE_EVERY == SAVE_EVERY - 1:
-                ledger.save(account)
-    ledger.save(account)
+                event_log.save(account)
+    event_log.save(account)
     return account.id
 
 
-def time_loads(ledger: Ledger, account_id: UUID, loads: int) -> float:
+def time_loads(event_log: EventLog, account_id: UUID, loads: int) -> float:
     """Median milliseconds of loading the account from the store (after one warm-up load)."""
-    ledger.repository.get(account_id)
+    event_log.repository.get(account_id)
     samples = []
     for _ in range(loads):
         started = time.perf_counter()
-        ledger.repository.get(account_id)
+        event_log.repository.get(account_id)
         samples.append(time.perf_counter() - started)
     return median_ms(samples)
 
@@ -88,9 +88,9 @@ def run_prop_load(
 ) -> list[PropLoadResult]:
     results = []
     for fills in histories:
-        account_id = build_account(services.ledger, fills)
-        events: int = services.ledger.repository.get(account_id).version
-        median = time_loads(services.ledger, account_id, loads)
+        account_id = build_account(services.event_log, fills)
+        events: int = services.event_log.repository.get(account_id).version
+        median = time_loads(services.event_log, account_id, loads)
         results.append(PropLoadResult(fills, events, median, loads))
     return results
 

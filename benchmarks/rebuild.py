@@ -6,14 +6,14 @@ import time
 from dataclasses import dataclass
 from uuid import uuid4
 
-from aggregates.application import Ledger
 from aggregates.base import acting
 from benchmarks.aggregates import BenchAccount
 from benchmarks.appends import RATE
 from benchmarks.harness import CONTEXT
 from projections.rebuild import rebuild
 from projections.state import Projections
-from runtime.services import Services
+from services.bootstrap import Services
+from services.eventlog import EventLog
 
 PROJECTION = "audit_log"
 
@@ -30,7 +30,9 @@ class RebuildResult:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def generate(ledger: Ledger, events: int, *, per_account: int = 100, per_save: int = 500) -> None:
+def generate(
+    event_log: EventLog, events: int, *, per_account: int = 100, per_save: int = 500
+) -> None:
     """Append `events` events fast: accounts opened and incremented in memory, saved in bulk.
 
     Saves stay at about 500 events: much larger ones hang in the library's pipelined insert
@@ -47,7 +49,7 @@ def generate(ledger: Ledger, events: int, *, per_account: int = 100, per_save: i
                     account.increment(by=1)
                 remaining -= min(per_account, remaining)
                 batch.append(account)
-            ledger.save(*batch)
+            event_log.save(*batch)
 
 
 def run_rebuild(
@@ -65,7 +67,7 @@ def run_rebuild(
     """
     started = time.perf_counter()
     if events:
-        generate(services.ledger, events)
+        generate(services.event_log, events)
     generated = time.perf_counter() - started
     started = time.perf_counter()
     rebuild(projections or services.projections, PROJECTION, batch_size=batch_size)

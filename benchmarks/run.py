@@ -102,7 +102,7 @@ def append_figures(url: str, plan: Plan) -> list[Figure]:
     with fresh_services(url, "appends") as services:
         bench = AppendBenchmark(
             services,
-            {PRODUCT: services.ledger},
+            {PRODUCT: services.event_log},
             seconds=plan.seconds,
             warmup=plan.warmup,
             rounds=plan.rounds,
@@ -170,7 +170,9 @@ def load_figures(url: str, plan: Plan) -> list[Figure]:
     worst_short, worst_long = SNAPSHOT_INTERVAL * 2 - 1, long + SNAPSHOT_INTERVAL - 1
     with fresh_services(url, "loads") as services:
         results = run_loads(
-            services.ledger, plain=[short, long], snapshotted=[short, long, worst_short, worst_long]
+            services.event_log,
+            plain=[short, long],
+            snapshotted=[short, long, worst_short, worst_long],
         )
     by_key = {(r.history, r.snapshots): r for r in results}
     figures = []

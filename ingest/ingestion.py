@@ -42,7 +42,6 @@ from ingest.sources import (
 )
 from ingest.storage import Batch
 from runtime.clock import Clock, system_clock
-from runtime.services import Services
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,11 +108,13 @@ class Ingestion:
     def __init__(
         self,
         settings: Settings,
+        datastore: PostgresDatastore,
         *,
         clock: Clock = system_clock,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
+        self.datastore = datastore
         self.clock = clock
         self.loop = LoopThread()
         # The worker never closes its Ingestion; when it is dropped, so is the loop's thread.
@@ -146,12 +147,11 @@ class Ingestion:
         """Seconds between rounds of `source`."""
         return self.sources[source].cadence_seconds
 
-    # --- the worker's jobs: each takes the process's services ------------------------------
+    # --- one round of each kind (the worker's jobs) ---------------------------------------
 
-    def hyperliquid(self, services: Services) -> RoundResult:
+    def hyperliquid(self) -> RoundResult:
         s = self.settings
         return self.ingest(
-            services.projections.datastore,
             HYPERLIQUID,
             lambda now: hyperliquid_batch(
                 self.hyperliquid_client,
@@ -162,40 +162,37 @@ class Ingestion:
             ),
         )
 
-    def polymarket(self, services: Services) -> RoundResult:
+    def polymarket(self) -> RoundResult:
         return self.ingest(
-            services.projections.datastore,
             POLYMARKET,
             lambda now: polymarket_batch(
                 self.gamma, self.clob, self.settings.ingest_polymarket_slugs, now
             ),
         )
 
-    def defillama(self, services: Services) -> RoundResult:
+    def defillama(self) -> RoundResult:
         s = self.settings
         return self.ingest(
-            services.projections.datastore,
             DEFILLAMA,
             lambda now: defillama_batch(
                 self.coins, self.llama, s.ingest_defillama_coins, s.ingest_defillama_protocols
             ),
         )
 
-    def channels(self, services: Services) -> int:
+    def channels(self) -> int:
         """Compute every channel from the stored data; the number of new values."""
-        with services.projections.datastore.transaction(commit=True) as cursor:
+        with self.datastore.transaction(commit=True) as cursor:
             return compute_channels(cursor, self.channel_list, self.clock())
 
-    def prune(self, services: Services) -> dict[str, int]:
+    def prune(self) -> dict[str, int]:
         retention = timedelta(seconds=self.settings.ingest_tick_retention)
-        with services.projections.datastore.transaction(commit=True) as cursor:
+        with self.datastore.transaction(commit=True) as cursor:
             return prune(cursor, self.clock(), retention)
 
     # --- one round ----------------------------------------------------------------------
 
     def ingest(
         self,
-        datastore: PostgresDatastore,
         source: str,
         fetch: Callable[[datetime], Coroutine[Any, Any, Batch]],
     ) -> RoundResult:
@@ -207,11 +204,11 @@ class Ingestion:
             batch = self.loop.run(fetch(now))
         except FetchError as error:
             log.warning("%s ingestion failed: %s (%s)", source, error, error.kind)
-            with datastore.transaction(commit=True) as cursor:
+            with self.datastore.transaction(commit=True) as cursor:
                 record_error(cursor, source, error, now)
                 record_failure(cursor, watched, now, f"{error.kind}: {error}")
             return RoundResult(source, error=error)
-        with datastore.transaction(commit=True) as cursor:
+        with self.datastore.transaction(commit=True) as cursor:
             written = batch.write(cursor)
             record_success(cursor, watched, now)
         return RoundResult(source, written)

@@ -5,25 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import get_args
 
+from eventsourcing.postgres import PostgresDatastore
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ingest.health import Status, read_health
 from ingest.ingestion import watched
 from runtime.clock import Clock, system_clock
-from runtime.services import Services
+from runtime.settings import Settings
 
 LABELS = ["kind", "name"]
 
 
 class IngestionCollector(Collector):
-    def __init__(self, services: Services, clock: Clock = system_clock) -> None:
-        self.services = services
+    def __init__(
+        self, settings: Settings, datastore: PostgresDatastore, clock: Clock = system_clock
+    ) -> None:
+        self.settings = settings
+        self.datastore = datastore
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        with self.services.projections.datastore.transaction() as cursor:
-            report = read_health(cursor, watched(self.services.settings), self.clock())
+        with self.datastore.transaction() as cursor:
+            report = read_health(cursor, watched(self.settings), self.clock())
         status = GaugeMetricFamily(
             "pumpparty_ingest_status",
             "1 for the current status (ok, stale, failing) of a source or channel",

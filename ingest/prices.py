@@ -1,4 +1,4 @@
-"""Mark prices for the prop engine: the interface it depends on, and the PostgreSQL source.
+"""Mark prices for the prop engine: the PostgreSQL `PriceSource` (the port is in the domain).
 
 Ingestion writes observed prices into `market_marks`; the prop engine asks for the latest
 mark of an asset and records the price, its source and when it was observed in the fill
@@ -7,25 +7,9 @@ event, so replay never reads this table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from typing import Protocol
-
 from eventsourcing.postgres import PostgresDatastore
 
-
-@dataclass(frozen=True)
-class Mark:
-    asset: str
-    price: Decimal
-    observed_at: datetime
-    source: str
-
-
-class PriceSource(Protocol):
-    def latest_mark(self, asset: str) -> Mark | None: ...
-
+from aggregates.ports import Mark
 
 INSERT_MARK = (
     "INSERT INTO market_marks (source, asset, observed_at, price)"

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg.types.json import Jsonb
 
+from aggregates.ports import Mark
 from ingest.client import FetchError
 from ingest.defillama import CoinsClient, LlamaClient
 from ingest.hyperliquid import HyperliquidClient, from_millis
 from ingest.polymarket import ClobClient, GammaClient, GammaMarket
-from ingest.prices import Mark
 from ingest.storage import (
     Batch,
     CandleRow,

@@ -17,7 +17,8 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg.types.json import Jsonb
 
-from ingest.prices import INSERT_MARK, Mark
+from aggregates.ports import Mark
+from ingest.prices import INSERT_MARK
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
+from runtime.schema import EVENTS_TABLE
+
 
 @dataclass(frozen=True)
 class Digest:
@@ -60,11 +62,11 @@ def link(
     ).digest()
 
 
-_WALK = """
+_WALK = f"""
     SELECT coalesce(e.notification_id, c.position) AS position,
            e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,
            c.hash AS stored_hash
-    FROM pumpparty_events e FULL OUTER JOIN audit_chain c ON c.position = e.notification_id
+    FROM {EVENTS_TABLE} e FULL OUTER JOIN audit_chain c ON c.position = e.notification_id
     ORDER BY 1
 """
 

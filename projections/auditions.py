@@ -20,8 +20,8 @@ from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.auditions import Audition
-from projections.audit_trail import jsonable
 from projections.base import LedgerProjection, ProjectionView
+from services.audit import jsonable
 
 ENTITLEMENT_CANDIDATES = 20
 """How many available entitlements a command is offered; it consumes the first still free."""

@@ -23,7 +23,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
-LOG_NAME = "PumpParty"  # the application whose log every projection follows
+from runtime.schema import LOG_NAME
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from projections.base import LedgerProjection, RecordedEvent
+from runtime.schema import EVENTS_TABLE
 
-EVENTS_TABLE = "pumpparty_events"
 NOTIFY_CHANNEL = EVENTS_TABLE  # the library NOTIFYs a channel named after the table
 
 _READ_AFTER = SQL(

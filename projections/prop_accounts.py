@@ -17,8 +17,8 @@ from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.prop_accounts import PropAccount
-from projections.audit_trail import jsonable
 from projections.base import LedgerProjection, ProjectionView
+from services.audit import jsonable
 
 Row = Mapping[str, Any]
 

@@ -15,7 +15,7 @@ import orjson
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
-from projections.base import LOG_NAME
+from runtime.schema import LOG_NAME
 
 _TRIAL_BALANCE = "SELECT coalesce(sum(amount_minor), 0) AS total FROM ledger_entries"
 _BALANCE_MISMATCHES = """

@@ -13,7 +13,9 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
-EVENTS = "pumpparty_events"
+LOG_NAME = "PumpParty"
+"""The one log: the event-store application's name, which the library turns into table names."""
+EVENTS_TABLE = f"{LOG_NAME.lower()}_events"
 _MIGRATION_LOCK = 7_041_001
 
 STEPS: list[tuple[int, str, str]] = [
@@ -21,7 +23,7 @@ STEPS: list[tuple[int, str, str]] = [
         1,
         "events are append-only and stamped with the time they were recorded",
         f"""
-        ALTER TABLE {EVENTS}
+        ALTER TABLE {EVENTS_TABLE}
             ADD COLUMN IF NOT EXISTS recorded_at timestamptz NOT NULL DEFAULT clock_timestamp();
 
         CREATE OR REPLACE FUNCTION reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -30,9 +32,9 @@ STEPS: list[tuple[int, str, str]] = [
                 USING ERRCODE = 'insufficient_privilege';
         END $$;
 
-        CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON {EVENTS}
+        CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
             FOR EACH ROW EXECUTE FUNCTION reject_change();
-        CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {EVENTS}
+        CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {EVENTS_TABLE}
             FOR EACH STATEMENT EXECUTE FUNCTION reject_change();
         """,
     ),
@@ -68,7 +70,7 @@ STEPS: list[tuple[int, str, str]] = [
             RETURN NULL;
         END $$;
 
-        CREATE TRIGGER extend_audit_chain AFTER INSERT ON {EVENTS}
+        CREATE TRIGGER extend_audit_chain AFTER INSERT ON {EVENTS_TABLE}
             FOR EACH ROW EXECUTE FUNCTION extend_audit_chain();
 
         CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON audit_chain
@@ -133,10 +135,10 @@ STEPS: list[tuple[int, str, str]] = [
         RETURNS SETOF bigint LANGUAGE plpgsql AS $$
         BEGIN
             SET LOCAL lock_timeout = '10s';
-            LOCK TABLE {EVENTS} IN EXCLUSIVE MODE;
-            NOTIFY {EVENTS};
+            LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+            NOTIFY {EVENTS_TABLE};
             RETURN QUERY
-                INSERT INTO {EVENTS} (originator_id, originator_version, topic, state)
+                INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
                 SELECT originator_id, originator_version, topic, state FROM unnest(events)
                 RETURNING notification_id;
         END $$;

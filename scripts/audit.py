@@ -1,6 +1,6 @@
 """What the `pumpparty audit` commands print: JSON lines of history, state and the log.
 
-History and state come from `projections.audit_trail`, the same code the `/v1/audit/*`
+History and state come from `services.audit`, the same code the `/v1/audit/*`
 routes use; this module adds log positions and streams the whole log for export.
 """
 
@@ -18,9 +18,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 
-from aggregates.application import Ledger
-from projections.audit_trail import history
 from runtime.transcoder import OrjsonTranscoder
+from services.audit import history
+from services.eventlog import EventLog
 
 _transcoder = OrjsonTranscoder()
 
@@ -48,24 +48,24 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def positions(ledger: Ledger, aggregate_id: UUID) -> dict[int, int]:
+def positions(event_log: EventLog, aggregate_id: UUID) -> dict[int, int]:
     """Version -> log position, for one aggregate (one indexed query)."""
-    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    datastore = event_log.recorder.datastore  # type: ignore[attr-defined]
     with datastore.transaction() as cursor:
         cursor.execute(
-            f"SELECT originator_version, notification_id FROM {ledger.events_table}"
+            f"SELECT originator_version, notification_id FROM {event_log.events_table}"
             " WHERE originator_id = %s",
             (aggregate_id,),
         )
         return {row["originator_version"]: row["notification_id"] for row in cursor.fetchall()}
 
 
-def aggregate_history(ledger: Ledger, aggregate_id: UUID) -> list[dict[str, Any]]:
+def aggregate_history(event_log: EventLog, aggregate_id: UUID) -> list[dict[str, Any]]:
     """The aggregate's events in order, each with the log position it was written at."""
-    where = positions(ledger, aggregate_id)
+    where = positions(event_log, aggregate_id)
     return [
         {"version": entry["version"], "position": where.get(entry["version"]), **entry}
-        for entry in history(ledger, aggregate_id)
+        for entry in history(event_log, aggregate_id)
     ]
 
 

@@ -31,11 +31,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from aggregates.application import UnitOfWork
 from aggregates.base import CommandContext, LedgerAggregate
 from aggregates.errors import DomainError
 from projections.audit_chain import Digest, Verification, record_digest, verify
-from projections.audit_trail import state_at
 from projections.log import HandlerFailedError
 from projections.rebuild import ProjectionNotRebuildableError, rebuild
 from projections.reconciliation import reconcile_and_record
@@ -43,12 +41,13 @@ from projections.registry import PROJECTIONS
 from projections.state import ProjectionNotFoundError, ProjectionNotStalledError
 from runtime.clock import system_clock
 from runtime.database import database_url
-from runtime.eventstore import migrate
 from runtime.schema import STEPS
-from runtime.services import Services, open_services
 from runtime.settings import Settings, SettingsError, load_settings
 from scripts.audit import aggregate_history, dumps, export_events, parse_time
 from scripts.worker import Worker
+from services.audit import state_at
+from services.bootstrap import Services, migrate, open_services
+from services.eventlog import UnitOfWork
 
 log = logging.getLogger("pumpparty")
 
@@ -350,7 +349,7 @@ def ledger_check(ctx: typer.Context) -> None:
 def audit_history(ctx: typer.Context, aggregate_id: AggregateId) -> None:
     """The aggregate's events in order, as JSON lines."""
     with opened(ctx) as services:
-        for entry in aggregate_history(services.ledger, aggregate_id):
+        for entry in aggregate_history(services.event_log, aggregate_id):
             write(dumps(entry))
 
 
@@ -369,7 +368,7 @@ def audit_state(
     except ValueError:
         raise typer.BadParameter(f"not an ISO 8601 time: {at!r}", param_hint="--at") from None
     with opened(ctx) as services:
-        state = state_at(services.ledger, aggregate_id, version=version, at=moment)
+        state = state_at(services.event_log, aggregate_id, version=version, at=moment)
     write(orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
@@ -406,7 +405,7 @@ def verdict(result: Verification) -> str:
 def audit_export(ctx: typer.Context) -> None:
     """Every stored event, in log order, as JSON lines (streamed)."""
     with opened(ctx) as services:
-        count = export_events(services.url, write, table=services.ledger.events_table)
+        count = export_events(services.url, write, table=services.event_log.events_table)
     sys.stdout.flush()
     err.print(f"exported {count} events", highlight=False)
 
@@ -448,18 +447,18 @@ def demo(ctx: typer.Context) -> None:
         actor="admin:demo", occurred_at=system_clock(), correlation_id=f"demo-{uuid4().hex[:8]}"
     )
     with opened(ctx, migrate=True) as services:
-        ledger = services.ledger
-        tab_id = ledger.execute(
+        event_log = services.event_log
+        tab_id = event_log.execute(
             context, lambda unit: unit.add(DemoTab(id=uuid4(), name="demo")).id
         ).result
         for item, price_minor in [("pump", 2_500_000), ("party", 1_250_000)]:
-            written = ledger.execute(context, adding(tab_id, item, price_minor))
+            written = event_log.execute(context, adding(tab_id, item, price_minor))
             typer.echo(f"added {item!r} at position {written.position}")
         typer.echo(f"\n$ pumpparty audit history {tab_id}")
-        for entry in aggregate_history(ledger, tab_id):
+        for entry in aggregate_history(event_log, tab_id):
             write(dumps(entry))
         typer.echo(f"\n$ pumpparty audit state {tab_id}")
-        write(dumps(state_at(ledger, tab_id)))
+        write(dumps(state_at(event_log, tab_id)))
         typer.echo("\n$ pumpparty audit verify")
         typer.echo(verdict(verify(services.url)))
 

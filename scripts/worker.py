@@ -19,19 +19,14 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from tenacity import Retrying, stop_after_attempt, stop_when_event_set, wait_exponential
 
-from aggregates.auditioning import EVALUATOR_JOB, evaluate_due_auditions
-from aggregates.prop_trading import mark_live_accounts, snapshot_live_accounts
-from ingest.deposits import confirm_deposits
-from ingest.ingestion import Ingestion
-from projections.audit_chain import record_digest
-from projections.reconciliation import reconcile_and_record
 from projections.runner import ProjectionRunner
-from runtime.services import Services
+from services.bootstrap import Services
+from services.schedule import scheduled_jobs
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Services], object]
-"""A scheduled job: given the process's services, does one round of its work."""
+Job = Callable[[], object]
+"""A scheduled job: one round of its work, with its collaborators built in."""
 
 JOB_ATTEMPTS = 3
 """A failing job is tried this many times per round, with exponential backoff between."""
@@ -117,36 +112,15 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
-        settings = services.settings
-        # Every scheduled job is one line here.
-        self.register_job("audit_digest", lambda s: record_digest(s.url), settings.digest_interval)
-        self.register_job(
-            EVALUATOR_JOB, evaluate_due_auditions, settings.audition_evaluate_interval
-        )
-        if settings.ingest_mode != "off":  # market data: live, or replayed from recordings
-            feed = Ingestion(settings)
-            self.register_job("ingest_hyperliquid", feed.hyperliquid, feed.cadence("hyperliquid"))
-            self.register_job("ingest_polymarket", feed.polymarket, feed.cadence("polymarket"))
-            self.register_job("ingest_defillama", feed.defillama, feed.cadence("defillama"))
-            self.register_job("ingest_channels", feed.channels, settings.ingest_channels_interval)
-            self.register_job("ingest_retention", feed.prune, settings.ingest_retention_interval)
-        self.register_job("prop_mark_to_market", mark_live_accounts, settings.prop_mark_interval)
-        self.register_job(
-            "prop_equity_snapshots", snapshot_live_accounts, settings.prop_snapshot_interval
-        )
-        self.register_job("deposit_confirmations", confirm_deposits, settings.deposit_poll_interval)
-        self.register_job(
-            "ledger_reconciliation",
-            lambda s: reconcile_and_record(s.projections.datastore),
-            settings.reconciliation_interval,
-        )
+        for name, (job, seconds) in scheduled_jobs(services).items():
+            self.register_job(name, job, seconds)
 
     @property
     def running(self) -> bool:
         return self._scheduler is not None
 
     def register_job(self, name: str, func: Job, seconds: float) -> None:
-        """Run `func(services)` every `seconds` (first run at start), with heartbeats."""
+        """Run `func()` every `seconds` (first run at start), with heartbeats."""
         job = ScheduledJob(name, func, seconds)
         self.jobs[name] = job
         if self._scheduler is not None:
@@ -215,7 +189,7 @@ class Worker:
         try:
             for attempt in retrying:
                 with attempt:
-                    job.func(self.services)
+                    job.func()
         except Exception as error:
             log.exception("job %s failed", job.name)
             self.heartbeats.try_beat(job.name, job.seconds, f"{type(error).__name__}: {error}")

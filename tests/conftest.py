@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from aggregates.base import CommandContext
 from api.app import create_app
 from runtime.clock import FixedClock
-from runtime.services import Services, open_services
 from runtime.settings import ServiceTokenSpec, Settings
+from services.bootstrap import Services, open_services
 from tests.support.database import fresh_database, prepare_template, server_url
 
 

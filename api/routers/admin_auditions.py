@@ -10,10 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from aggregates import auditioning
 from aggregates.errors import NotFoundError
 from api.auth import AdminUser
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
 from api.routers.auditions import (
     STATUS_PATTERN,
@@ -25,6 +24,7 @@ from api.routers.auditions import (
 from api.routers.prop import PricesDep
 from api.schemas import Reason
 from projections.audition_queue import queued
+from services import auditions as auditioning
 
 router = APIRouter(prefix="/v1/admin/auditions", tags=["admin"])
 
@@ -146,14 +146,14 @@ def void_audition(
     audition_id: UUID,
     body: VoidCreate,
     admin: AdminUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     prices: PricesDep,
     clock: ClockDep,
 ) -> VoidedPublic:
     """Void for good: the prop account is closed and the entitlement that paid for the
     current attempt is restored (not after a free retry). Voiding twice is a 409."""
     written = auditioning.void_audition(
-        ledger, command_context(admin.actor, clock), prices, audition_id, body.reason
+        event_log, command_context(admin.actor, clock), prices, audition_id, body.reason
     )
     return VoidedPublic(
         audition_id=audition_id,
@@ -165,11 +165,11 @@ def void_audition(
 
 @router.post("/{audition_id}/evaluate", operation_id="admin_audition_evaluate")
 def evaluate_audition(
-    audition_id: UUID, admin: AdminUser, ledger: LedgerDep, prices: PricesDep, clock: ClockDep
+    audition_id: UUID, admin: AdminUser, event_log: EventLogDep, prices: PricesDep, clock: ClockDep
 ) -> EvaluatedPublic:
     """Judge the running attempt now, on every rule, as if it were due."""
     written = auditioning.evaluate_audition(
-        ledger, command_context(admin.actor, clock), prices, audition_id, now_requested=True
+        event_log, command_context(admin.actor, clock), prices, audition_id, now_requested=True
     )
     evaluation = written.result
     assert evaluation is not None  # asked for now, it is judged or refused

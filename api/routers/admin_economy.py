@@ -7,10 +7,10 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from aggregates import economy
 from api.auth import AdminUser
-from api.deps import ClockDep, LedgerDep, command_context
+from api.deps import ClockDep, EventLogDep, command_context
 from api.schemas import Reason, WrittenPublic
+from services import economy
 
 router = APIRouter(prefix="/v1/admin/entitlements", tags=["admin"])
 
@@ -24,10 +24,10 @@ def revoke(
     entitlement_id: UUID,
     body: RevocationCreate,
     admin: AdminUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     clock: ClockDep,
 ) -> WrittenPublic:
     written = economy.revoke_entitlement(
-        ledger, command_context(admin.actor, clock), entitlement_id, body.reason
+        event_log, command_context(admin.actor, clock), entitlement_id, body.reason
     )
     return WrittenPublic(position=written.position)

@@ -11,14 +11,14 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from aggregates import cloning
-from aggregates.application import Ledger, Written
 from aggregates.base import CommandContext
-from aggregates.cloning import ProfileState
 from api.auth import AdminUser
-from api.deps import ClockDep, LedgerDep, ServicesDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, command_context, wait_for
 from api.pagination import PageDep
 from api.schemas import Reason
+from services import cloning
+from services.cloning import ProfileState
+from services.eventlog import EventLog, Written
 
 router = APIRouter(prefix="/v1/admin/moderation", tags=["admin"])
 
@@ -114,12 +114,12 @@ def reports(
 
 def decide(
     decision: Callable[..., Written[ProfileState]],
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     profile_id: UUID,
     reason: str,
 ) -> DecisionPublic:
-    written = decision(ledger, context, profile_id=profile_id, reason=reason)
+    written = decision(event_log, context, profile_id=profile_id, reason=reason)
     state = written.result
     return DecisionPublic(
         profile_id=state.profile_id,
@@ -131,42 +131,62 @@ def decide(
 
 @router.post("/profiles/{profile_id}/approve", operation_id="moderation_approve")
 def approve(
-    profile_id: UUID, body: ApprovalCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    profile_id: UUID,
+    body: ApprovalCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> DecisionPublic:
     context = command_context(admin.actor, clock)
-    return decide(cloning.approve_profile, ledger, context, profile_id, body.reason or "")
+    return decide(cloning.approve_profile, event_log, context, profile_id, body.reason or "")
 
 
 @router.post("/profiles/{profile_id}/reject", operation_id="moderation_reject")
 def reject(
-    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    profile_id: UUID,
+    body: DecisionCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> DecisionPublic:
     context = command_context(admin.actor, clock)
-    return decide(cloning.reject_profile, ledger, context, profile_id, body.reason)
+    return decide(cloning.reject_profile, event_log, context, profile_id, body.reason)
 
 
 @router.post("/profiles/{profile_id}/restore", operation_id="moderation_restore")
 def restore(
-    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    profile_id: UUID,
+    body: DecisionCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> DecisionPublic:
     """A hidden profile was reported wrongly: it is public again, its reports closed."""
     context = command_context(admin.actor, clock)
-    return decide(cloning.restore_profile, ledger, context, profile_id, body.reason)
+    return decide(cloning.restore_profile, event_log, context, profile_id, body.reason)
 
 
 @router.post("/profiles/{profile_id}/keep-hidden", operation_id="moderation_keep_hidden")
 def keep_hidden(
-    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    profile_id: UUID,
+    body: DecisionCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> DecisionPublic:
     """The reports were right: the profile stays hidden until its owner edits it."""
     context = command_context(admin.actor, clock)
-    return decide(cloning.keep_profile_hidden, ledger, context, profile_id, body.reason)
+    return decide(cloning.keep_profile_hidden, event_log, context, profile_id, body.reason)
 
 
 @router.post("/profiles/{profile_id}/ban", operation_id="moderation_ban")
 def ban(
-    profile_id: UUID, body: DecisionCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    profile_id: UUID,
+    body: DecisionCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> DecisionPublic:
     """Ban the clone behind the profile: hidden for good, and it can no longer publish."""
     context = command_context(admin.actor, clock)
-    return decide(cloning.ban_clone, ledger, context, profile_id, body.reason)
+    return decide(cloning.ban_clone, event_log, context, profile_id, body.reason)

@@ -12,14 +12,14 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from aggregates import prop_trading
-from aggregates.application import Written
 from aggregates.base import CommandContext
 from aggregates.prop_accounts import MAX_AMOUNT
 from api.auth import AdminUser
-from api.deps import ClockDep, LedgerDep, command_context
+from api.deps import ClockDep, EventLogDep, command_context
 from api.routers.prop import PricesDep
 from api.schemas import Reason
+from services import prop_trading
+from services.eventlog import Written
 
 router = APIRouter(prefix="/v1/admin/prop/accounts", tags=["admin"])
 
@@ -59,10 +59,10 @@ class PropStatusPublic(BaseModel):
 
 @router.post("", status_code=201, operation_id="admin_prop_open")
 def open_account(
-    body: PropAccountCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    body: PropAccountCreate, admin: AdminUser, event_log: EventLogDep, clock: ClockDep
 ) -> PropAccountOpenedPublic:
     written = prop_trading.open_account(
-        ledger,
+        event_log,
         command_context(admin.actor, clock),
         key=f"admin:{body.key}",
         owner_id=body.owner_id,
@@ -88,26 +88,34 @@ def _control(
 
 @router.post("/{account_id}/freeze", operation_id="admin_prop_freeze")
 def freeze(
-    account_id: UUID, body: PropControlCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    account_id: UUID,
+    body: PropControlCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> PropStatusPublic:
     """Stop trading: every action is rejected (`account-frozen`) until unfrozen."""
     return _control(
         account_id,
         admin,
         clock,
-        lambda context: prop_trading.freeze(ledger, context, account_id, body.reason),
+        lambda context: prop_trading.freeze(event_log, context, account_id, body.reason),
     )
 
 
 @router.post("/{account_id}/unfreeze", operation_id="admin_prop_unfreeze")
 def unfreeze(
-    account_id: UUID, body: PropControlCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    account_id: UUID,
+    body: PropControlCreate,
+    admin: AdminUser,
+    event_log: EventLogDep,
+    clock: ClockDep,
 ) -> PropStatusPublic:
     return _control(
         account_id,
         admin,
         clock,
-        lambda context: prop_trading.unfreeze(ledger, context, account_id, body.reason),
+        lambda context: prop_trading.unfreeze(event_log, context, account_id, body.reason),
     )
 
 
@@ -116,7 +124,7 @@ def flatten(
     account_id: UUID,
     body: PropControlCreate,
     admin: AdminUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     prices: PricesDep,
     clock: ClockDep,
 ) -> PropStatusPublic:
@@ -125,7 +133,7 @@ def flatten(
         account_id,
         admin,
         clock,
-        lambda context: prop_trading.flatten(ledger, context, prices, account_id, body.reason),
+        lambda context: prop_trading.flatten(event_log, context, prices, account_id, body.reason),
     )
 
 
@@ -134,7 +142,7 @@ def close(
     account_id: UUID,
     body: PropControlCreate,
     admin: AdminUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     prices: PricesDep,
     clock: ClockDep,
 ) -> PropStatusPublic:
@@ -143,5 +151,5 @@ def close(
         account_id,
         admin,
         clock,
-        lambda context: prop_trading.close(ledger, context, prices, account_id, body.reason),
+        lambda context: prop_trading.close(event_log, context, prices, account_id, body.reason),
     )

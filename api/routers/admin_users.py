@@ -8,9 +8,9 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from aggregates import identity
 from api.auth import AdminUser
-from api.deps import ClockDep, LedgerDep, command_context
+from api.deps import ClockDep, EventLogDep, command_context
+from services import identity
 
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"])
 
@@ -27,9 +27,11 @@ class RolesPublic(BaseModel):
 
 @router.post("/{user_id}/roles", operation_id="admin_grant_role")
 def grant_role(
-    user_id: UUID, body: RoleCreate, admin: AdminUser, ledger: LedgerDep, clock: ClockDep
+    user_id: UUID, body: RoleCreate, admin: AdminUser, event_log: EventLogDep, clock: ClockDep
 ) -> RolesPublic:
-    written = identity.grant_role(ledger, command_context(admin.actor, clock), user_id, body.role)
+    written = identity.grant_role(
+        event_log, command_context(admin.actor, clock), user_id, body.role
+    )
     return RolesPublic(user_id=user_id, roles=written.result, position=written.position)
 
 
@@ -38,8 +40,8 @@ def revoke_role(
     user_id: UUID,
     role: Annotated[str, Path(max_length=32)],
     admin: AdminUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     clock: ClockDep,
 ) -> RolesPublic:
-    written = identity.revoke_role(ledger, command_context(admin.actor, clock), user_id, role)
+    written = identity.revoke_role(event_log, command_context(admin.actor, clock), user_id, role)
     return RolesPublic(user_id=user_id, roles=written.result, position=written.position)

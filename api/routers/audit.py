@@ -12,11 +12,11 @@ from psycopg.sql import SQL, Composed
 from pydantic import AwareDatetime, BaseModel
 
 from api.auth import require_admin_or_scope
-from api.deps import LedgerDep, ServicesDep, wait_for
+from api.deps import EventLogDep, ServicesDep, wait_for
 from api.pagination import PageDep
 from api.schemas import SearchText
 from projections.audit_chain import head_digest
-from projections.audit_trail import history, state_at
+from services.audit import history, state_at
 
 router = APIRouter(
     prefix="/v1/audit",
@@ -111,21 +111,23 @@ def audit_events(
 
 
 @router.get("/aggregates/{aggregate_id}/events", operation_id="audit_aggregate_events")
-def aggregate_events(aggregate_id: UUID, ledger: LedgerDep) -> list[AggregateEventPublic]:
-    return [AggregateEventPublic.model_validate(entry) for entry in history(ledger, aggregate_id)]
+def aggregate_events(aggregate_id: UUID, event_log: EventLogDep) -> list[AggregateEventPublic]:
+    return [
+        AggregateEventPublic.model_validate(entry) for entry in history(event_log, aggregate_id)
+    ]
 
 
 @router.get("/aggregates/{aggregate_id}/state", operation_id="audit_aggregate_state")
 def aggregate_state(
     aggregate_id: UUID,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     version: Annotated[int | None, Query(ge=1)] = None,
     at: Annotated[
         AwareDatetime | None, Query(description="state as of this time (ISO 8601, with zone)")
     ] = None,
 ) -> AggregateStatePublic:
     return AggregateStatePublic.model_validate(
-        state_at(ledger, aggregate_id, version=version, at=at)
+        state_at(event_log, aggregate_id, version=version, at=at)
     )
 
 

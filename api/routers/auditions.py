@@ -13,15 +13,15 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from pydantic import BaseModel, Field
 
-from aggregates import auditioning
-from aggregates.application import Written
-from aggregates.auditioning import AttemptState
 from api.auth import CurrentUser, owned_or_404
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import Page, PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
 from projections.auditions import available_entitlements
+from services import auditions as auditioning
+from services.auditions import AttemptState
+from services.eventlog import Written
 
 router = APIRouter(prefix="/v1/auditions", tags=["auditions"])
 
@@ -200,7 +200,7 @@ def page_of(rows: list[DictRow], page: Page) -> AuditionsPublic:
 def submit_audition(
     body: AuditionCreate,
     user: CurrentUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     services: ServicesDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -210,7 +210,7 @@ def submit_audition(
     consumed, the audition created and its prop account opened, all at once. Pass the
     purchase's `position` as `X-Min-Position` to be sure a fresh entitlement is seen."""
     written = auditioning.submit_audition(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         owner_id=user.user_id,
         clone_id=body.clone_id,
@@ -266,7 +266,7 @@ def get_audition(audition_id: UUID, user: CurrentUser, services: ServicesDep) ->
 def retry_audition(
     audition_id: UUID,
     user: CurrentUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     services: ServicesDep,
     clock: ClockDep,
     key: IdempotencyKey = None,
@@ -274,7 +274,7 @@ def retry_audition(
     """Start the next attempt of a failed audition on a new prop account: free within the
     retry policy pinned on the audition, otherwise it consumes another entitlement."""
     written = auditioning.retry_audition(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         audition_id=audition_id,
         owner_id=user.user_id,

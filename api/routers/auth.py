@@ -10,15 +10,15 @@ from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 
-from aggregates import identity
-from aggregates.identity import RefreshTokenRejectedError, SessionPolicy, SignedIn
 from aggregates.sign_in import SiweExpectations, check_message, sign_in_message
 from api.auth import AccessTokensDep, effective_roles
-from api.deps import ClockDep, LedgerDep, SettingsDep, command_context
+from api.deps import ClockDep, EventLogDep, SettingsDep, command_context
 from api.rate_limit import RateLimiter
 from api.schemas import WrittenPublic
 from api.tokens import AccessClaims, new_refresh_token, refresh_token_hash, session_of
 from runtime.settings import Settings
+from services import identity
+from services.identity import RefreshTokenRejectedError, SessionPolicy, SignedIn
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -121,7 +121,7 @@ def issue_tokens(
 def create_nonce(
     body: NonceCreate,
     request: Request,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
     limiter: LimiterDep,
@@ -131,7 +131,7 @@ def create_nonce(
     expires_at = now + timedelta(seconds=settings.nonce_ttl)
     nonce = secrets.token_hex(16)
     written = identity.issue_nonce(
-        ledger, command_context(ANONYMOUS, clock), nonce, body.address, expires_at
+        event_log, command_context(ANONYMOUS, clock), nonce, body.address, expires_at
     )
     return NoncePublic(
         nonce=nonce,
@@ -146,7 +146,7 @@ def create_nonce(
 def verify(
     body: SignInCreate,
     request: Request,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
     tokens: AccessTokensDep,
@@ -157,7 +157,7 @@ def verify(
     limiter.check("verify", wallet=checked.address)
     refresh_token = new_refresh_token(identity.session_id_for(checked.nonce))
     written = identity.sign_in(
-        ledger,
+        event_log,
         command_context(f"wallet:{checked.address}", clock),
         nonce=checked.nonce,
         address=checked.address,
@@ -171,7 +171,7 @@ def verify(
 def refresh(
     body: RefreshCreate,
     request: Request,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
     tokens: AccessTokensDep,
@@ -183,7 +183,7 @@ def refresh(
         raise RefreshTokenRejectedError("the refresh token is not valid (unknown)")
     new_token = new_refresh_token(session_id)
     written = identity.refresh(
-        ledger,
+        event_log,
         command_context(f"session:{session_id}", clock),
         session_id=session_id,
         presented_hash=refresh_token_hash(body.refresh_token),
@@ -195,14 +195,18 @@ def refresh(
 
 @router.post("/logout", operation_id="auth_logout")
 def logout(
-    body: RefreshCreate, request: Request, ledger: LedgerDep, clock: ClockDep, limiter: LimiterDep
+    body: RefreshCreate,
+    request: Request,
+    event_log: EventLogDep,
+    clock: ClockDep,
+    limiter: LimiterDep,
 ) -> WrittenPublic:
     session_id = session_of(body.refresh_token)
     limiter.check("logout", ip=client_address(request))
     if session_id is None:
         raise RefreshTokenRejectedError("the refresh token is not valid (unknown)")
     written = identity.log_out(
-        ledger,
+        event_log,
         command_context(f"session:{session_id}", clock),
         session_id=session_id,
         presented_hash=refresh_token_hash(body.refresh_token),

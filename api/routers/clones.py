@@ -13,14 +13,14 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from pydantic import BaseModel
 
-from aggregates import cloning
 from aggregates.clones import CloneDescription, CloneName
 from aggregates.profiles import ProfileDetails
 from aggregates.strategy_graph import GraphRules
 from api.auth import CurrentUser, owned_or_404
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
 from runtime.settings import Settings
+from services import cloning
 
 router = APIRouter(prefix="/v1/clones", tags=["clones"])
 
@@ -185,7 +185,7 @@ def summary(row: dict[str, Any]) -> CloneSummaryPublic:
 def create_clone(
     body: CloneCreate,
     user: CurrentUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
     idempotency_key: Annotated[
@@ -198,7 +198,7 @@ def create_clone(
     ] = None,
 ) -> CloneWrittenPublic:
     written = cloning.create_clone(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         owner_id=user.user_id,
         key=idempotency_key or secrets.token_hex(16),
@@ -264,10 +264,10 @@ def get_clone(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> Clone
 
 @router.patch("/{clone_id}", operation_id="clone_update")
 def update_clone(
-    clone_id: UUID, body: ClonePatch, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+    clone_id: UUID, body: ClonePatch, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
 ) -> CloneWrittenPublic:
     written = cloning.update_clone(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         clone_id=clone_id,
         owner_id=user.user_id,
@@ -279,10 +279,10 @@ def update_clone(
 
 @router.post("/{clone_id}/archive", operation_id="clone_archive")
 def archive_clone(
-    clone_id: UUID, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+    clone_id: UUID, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
 ) -> CloneWrittenPublic:
     written = cloning.archive_clone(
-        ledger, command_context(user.actor, clock), clone_id=clone_id, owner_id=user.user_id
+        event_log, command_context(user.actor, clock), clone_id=clone_id, owner_id=user.user_id
     )
     return CloneWrittenPublic(clone_id=clone_id, position=written.position)
 
@@ -301,12 +301,12 @@ def save_draft(
         ),
     ],
     user: CurrentUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> DraftWrittenPublic:
     written = cloning.save_draft(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         clone_id=clone_id,
         owner_id=user.user_id,
@@ -328,13 +328,13 @@ def publish_version(
     clone_id: UUID,
     response: Response,
     user: CurrentUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> VersionWrittenPublic:
     """Publish the current draft. A graph already published is answered 200, not again."""
     written = cloning.publish_version(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         clone_id=clone_id,
         owner_id=user.user_id,
@@ -377,11 +377,11 @@ def list_versions(
 
 @router.put("/{clone_id}/profile", operation_id="clone_submit_profile")
 def submit_profile(
-    clone_id: UUID, body: ProfileCreate, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+    clone_id: UUID, body: ProfileCreate, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
 ) -> ProfileWrittenPublic:
     """Submit or edit the public profile; it waits for an admin's approval again."""
     written = cloning.submit_profile(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         clone_id=clone_id,
         owner_id=user.user_id,

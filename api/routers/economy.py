@@ -9,17 +9,15 @@ from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, Field, field_validator
 
-from aggregates import economy
 from aggregates.ledger import USDC_DECIMALS, user_account
 from aggregates.purchases import InvalidIdempotencyKeyError
 from api.auth import CurrentUser, owned_or_404
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
-from ingest import deposits
-from ingest.evm import EvmNode
+from services import economy
 
 router = APIRouter(tags=["economy"])
 
@@ -101,11 +99,6 @@ class LedgerAccountPublic(BaseModel):
     next_cursor: str | None
 
 
-def get_evm(request: Request) -> EvmNode:
-    node: EvmNode = request.app.state.evm
-    return node
-
-
 def idempotency_key(key: Annotated[str, Header(alias="Idempotency-Key", max_length=255)]) -> str:
     if not _KEY.match(key):
         raise InvalidIdempotencyKeyError(
@@ -120,10 +113,10 @@ def as_usdc(minor: int) -> str:
 
 @router.post("/v1/economy/audition-quotes", status_code=201, operation_id="economy_quote")
 def create_quote(
-    user: CurrentUser, ledger: LedgerDep, settings: SettingsDep, clock: ClockDep
+    user: CurrentUser, event_log: EventLogDep, settings: SettingsDep, clock: ClockDep
 ) -> QuotePublic:
     written = economy.quote_audition(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         quote_id=uuid.uuid4(),
         user_id=user.user_id,
@@ -152,16 +145,15 @@ def create_purchase(
     body: PurchaseCreate,
     key: Annotated[str, Depends(idempotency_key)],
     user: CurrentUser,
-    ledger: LedgerDep,
-    settings: SettingsDep,
+    event_log: EventLogDep,
+    services: ServicesDep,
     clock: ClockDep,
-    evm: Annotated[EvmNode, Depends(get_evm)],
 ) -> PurchaseAccepted:
-    written = deposits.purchase(
-        ledger,
+    written = economy.purchase(
+        event_log,
         command_context(user.actor, clock),
-        evm,
-        deposits.deposit_policy(settings),
+        services.evm,
+        services.deposit_policy,
         user_id=user.user_id,
         key=key,
         quote_id=body.quote_id,

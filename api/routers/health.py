@@ -54,7 +54,7 @@ class ReconciliationPublic(BaseModel):
 
 @router.get("", operation_id="health")
 def health(services: ServicesDep) -> HealthPublic:
-    head = services.ledger.recorder.max_notification_id() or 0
+    head = services.event_log.recorder.max_notification_id() or 0
     return HealthPublic(status="ok", head_position=head)
 
 

@@ -8,12 +8,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from aggregates import identity
 from aggregates.errors import NotFoundError
 from api.auth import CurrentUser, effective_roles, owned_or_404
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
 from api.schemas import WrittenPublic
+from services import identity
 
 router = APIRouter(tags=["me"])
 
@@ -97,10 +97,10 @@ def get_session(session_id: UUID, user: CurrentUser, services: ServicesDep) -> S
 
 @router.delete("/v1/sessions/{session_id}", operation_id="session_revoke")
 def revoke_session(
-    session_id: UUID, user: CurrentUser, ledger: LedgerDep, clock: ClockDep
+    session_id: UUID, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
 ) -> WrittenPublic:
     written = identity.revoke_session(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         session_id=session_id,
         owner_id=user.user_id,

@@ -14,8 +14,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from pydantic import BaseModel, Field, PlainSerializer
 
-from aggregates import prop_trading
 from aggregates.errors import NotFoundError
+from aggregates.ports import PriceSource
 from aggregates.prop_accounts import (
     MAX_AMOUNT,
     MAX_LEVERAGE,
@@ -23,10 +23,11 @@ from aggregates.prop_accounts import (
     Position,
 )
 from api.auth import Principal, PrincipalDep, owned_or_404, require_service
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
 from api.pagination import PageDep
 from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
-from ingest.prices import PostgresPriceSource, PriceSource
+from ingest.prices import PostgresPriceSource
+from services import prop_trading
 
 router = APIRouter(prefix="/v1/prop/accounts", tags=["prop"])
 
@@ -212,7 +213,7 @@ def submit_action(
     account_id: UUID,
     body: ActionCreate,
     engine: Annotated[Principal, Depends(require_service(WRITE_SCOPE))],
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     prices: PricesDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -220,7 +221,7 @@ def submit_action(
     """Gate and paper-fill one action. A rejection is recorded too, with its reason code;
     the same `client_action_id` with the same body returns the first result."""
     written = prop_trading.submit_action(
-        ledger,
+        event_log,
         command_context(engine.actor, clock),
         prices,
         account_id,

@@ -8,11 +8,11 @@ from uuid import UUID
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from aggregates import cloning
 from aggregates.errors import NotFoundError
 from aggregates.profiles import ReportDetails
 from api.auth import CurrentUser
-from api.deps import ClockDep, LedgerDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from services import cloning
 
 router = APIRouter(prefix="/v1/public/profiles", tags=["public profiles"])
 
@@ -59,13 +59,13 @@ def report_profile(
     profile_id: UUID,
     body: ReportCreate,
     user: CurrentUser,
-    ledger: LedgerDep,
+    event_log: EventLogDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> ReportWrittenPublic:
     """One report per user per profile: a repeat is answered the same and counts once."""
     written = cloning.report_profile(
-        ledger,
+        event_log,
         command_context(user.actor, clock),
         profile_id=profile_id,
         reporter_id=user.user_id,

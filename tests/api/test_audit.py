@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from aggregates.base import CommandContext
 from projections.runner import ProjectionRunner
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN
 from tests.support.counter import Counter, new_counter
 from tests.support.http import assert_problem, bearer
@@ -17,11 +17,13 @@ AUDITOR = bearer(AUDITOR_TOKEN)
 
 
 def counter_with_history(services: Services, context: CommandContext, increments: int) -> UUID:
-    counter_id: UUID = services.ledger.execute(
+    counter_id: UUID = services.event_log.execute(
         context, lambda unit: unit.add(new_counter("RETRO-CLOCK")).id
     ).result
     for _ in range(increments):
-        services.ledger.execute(context, lambda unit: unit.get(Counter, counter_id).increment(by=2))
+        services.event_log.execute(
+            context, lambda unit: unit.get(Counter, counter_id).increment(by=2)
+        )
     return counter_id
 
 
@@ -82,7 +84,7 @@ def test_a_forged_cursor_is_a_clear_error(client: TestClient) -> None:
 def test_read_waits_for_the_asked_position(
     client: TestClient, services: Services, context: CommandContext
 ) -> None:
-    written = services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+    written = services.event_log.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
     runner = threading.Thread(target=lambda: (time.sleep(0.1), project(services)))
     runner.start()
 
@@ -98,7 +100,7 @@ def test_read_waits_for_the_asked_position(
 def test_read_past_the_wait_is_503_with_retry_after(
     client: TestClient, services: Services, context: CommandContext
 ) -> None:
-    written = services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+    written = services.event_log.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
 
     response = client.get(
         "/v1/audit/events", headers={**AUDITOR, "X-Min-Position": str(written.position)}

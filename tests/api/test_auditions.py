@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from runtime.clock import FixedClock
-from runtime.services import Services
 from runtime.settings import Settings
+from services.bootstrap import Services
 from tests.support.auditions import grant_entitlement, publish_clone, short_rules, submit
 from tests.support.clones import make_admin, submit_profile
 from tests.support.http import assert_problem

@@ -16,7 +16,7 @@ from aggregates.sign_in import sign_in_message
 from api.routers.auth import expectations
 from api.tokens import AccessClaims, AccessTokens
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN
 from tests.support.http import assert_problem, bearer
 from tests.support.owner import assert_owner_only

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.pagination import encode_cursor
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.clones import (
     configure,
     create_clone,

@@ -7,14 +7,14 @@ from fastapi.testclient import TestClient
 from aggregates.base import CommandContext
 from projections.runner import ProjectionRunner
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.counter import new_counter
 
 
 def test_health_reports_the_log_head(
     client: TestClient, services: Services, context: CommandContext
 ) -> None:
-    services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+    services.event_log.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
 
     response = client.get("/v1/health")
 
@@ -25,7 +25,7 @@ def test_health_reports_the_log_head(
 def test_projection_health_shows_lag_then_caught_up(
     client: TestClient, services: Services, context: CommandContext
 ) -> None:
-    services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+    services.event_log.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
 
     before = client.get("/v1/health/projections").json()
     ProjectionRunner(services.projections, "audit_log", services.url).catch_up()

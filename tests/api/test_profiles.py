@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.clones import (
     approved_clone,
     configure,

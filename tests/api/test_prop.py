@@ -7,10 +7,11 @@ from uuid import uuid4
 import pytest
 from fastapi.testclient import TestClient
 
-from aggregates.prop_trading import snapshot_live_accounts
-from ingest.prices import Mark, PostgresPriceSource
+from aggregates.ports import Mark
+from ingest.prices import PostgresPriceSource
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
+from services.prop_trading import snapshot_live_accounts
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN, PROP_READER_TOKEN
 from tests.support.http import assert_problem, bearer
 from tests.support.owner import assert_owner_only

@@ -7,10 +7,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.deposits import confirm_pending
 from ingest.evm import EvmNode
+from projections.purchases import pending_purchases
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
+from services.economy import DepositConfirmations
 from tests.support.evm_node import TREASURY, EvmNodeServer
 from tests.support.http import assert_problem
 from tests.support.owner import assert_owner_only
@@ -61,7 +62,13 @@ def poll(services: Services, node: EvmNodeServer, clock: FixedClock) -> int:
     evm = EvmNode(node.url, timeout=0.3, attempts=2, backoff=0.01)
     catch_up(services)
     try:
-        return confirm_pending(services, evm, clock)
+        return DepositConfirmations(
+            services.event_log,
+            evm,
+            services.deposit_policy,
+            lambda: pending_purchases(services.datastore),
+            clock,
+        )()
     finally:
         evm.close()
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from projections.reconciliation import reconcile, reconcile_and_record
 from projections.runner import ProjectionRunner
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.conftest import AUDITOR_TOKEN
 from tests.economy.test_purchases import paid
 from tests.support.evm_node import EvmNodeServer

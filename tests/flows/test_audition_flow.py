@@ -15,14 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import HttpUrl
 
-from aggregates.auditioning import evaluate_due_auditions
-from aggregates.prop_trading import mark_live_accounts
 from projections.rebuild import rebuild
 from runtime.clock import FixedClock
-from runtime.services import Services
 from runtime.settings import Settings
+from services.bootstrap import Services
 from tests.support.auditions import act, publish_clone, record_mark, short_rules
 from tests.support.evm_node import TREASURY, USDC, EvmNodeServer
+from tests.support.jobs import run_job
 from tests.support.projections import catch_up
 from tests.support.wallets import SignedIn, sign_in
 
@@ -97,7 +96,7 @@ def trade_up(
         clock.advance(hours=1)
         record_mark(services, clock(), "92")
         catch_up(services)
-        assert mark_live_accounts(services, clock) == 1
+        assert run_job(services, "prop_mark_to_market", clock) == 1
     clock.advance(days=1)
     record_mark(services, clock(), "115")
     act(client, account_id, 2, side="sell", size="40")
@@ -127,10 +126,10 @@ def test_a_paid_audition_that_trades_well_passes(
 
     # Nothing is judged before the due time; at it, the evaluator passes the audition.
     catch_up(services)
-    assert evaluate_due_auditions(services, clock) == 0
+    assert run_job(services, "audition_evaluator", clock) == 0
     to_due_time(clock, submitted)
     catch_up(services)
-    assert evaluate_due_auditions(services, clock) == 1
+    assert run_job(services, "audition_evaluator", clock) == 1
 
     # The owner reads the verdict, the metrics and the frozen account.
     audition = detail(client, services, user, submitted["audition_id"])
@@ -156,7 +155,7 @@ def test_an_audition_failed_on_drawdown_is_retried_and_passes(
     # At the due time the evaluator fails it on the drawdown rule alone.
     to_due_time(clock, submitted)
     catch_up(services)
-    assert evaluate_due_auditions(services, clock) == 1
+    assert run_job(services, "audition_evaluator", clock) == 1
     failed = detail(client, services, user, audition_id)
     assert failed["status"] == "failed"
     assert failed["attempts"][0]["failed_rules"] == ["max-drawdown"]
@@ -174,7 +173,7 @@ def test_an_audition_failed_on_drawdown_is_retried_and_passes(
     trade_up(client, services, clock, second["prop_account_id"], dip=False)
     to_due_time(clock, second)
     catch_up(services)
-    assert evaluate_due_auditions(services, clock) == 1
+    assert run_job(services, "audition_evaluator", clock) == 1
     passed = detail(client, services, user, audition_id)
     assert passed["status"] == "passed"
     assert [(a["number"], a["status"]) for a in passed["attempts"]] == [
@@ -211,7 +210,7 @@ def test_rebuilding_every_projection_after_the_flow_yields_identical_rows(
     trade_up(client, services, clock, submitted["prop_account_id"], dip=True)
     to_due_time(clock, submitted)
     catch_up(services)
-    evaluate_due_auditions(services, clock)
+    run_job(services, "audition_evaluator", clock)
     user = sign_in(client, user.wallet)
     client.post(f"/v1/auditions/{submitted['audition_id']}/retry", headers=user.headers)
     catch_up(services)

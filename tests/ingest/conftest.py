@@ -8,6 +8,7 @@ from pydantic import HttpUrl
 from ingest.ingestion import Ingestion
 from runtime.clock import FixedClock
 from runtime.settings import Settings
+from services.bootstrap import Services
 from tests.ingest.servers import Servers, start_servers
 
 
@@ -56,7 +57,9 @@ def naps() -> Naps:
 
 
 @pytest.fixture
-def ingestion(settings: Settings, clock: FixedClock, naps: Naps) -> Iterator[Ingestion]:
-    opened = Ingestion(settings, clock=clock, sleep=naps)
+def ingestion(
+    settings: Settings, services: Services, clock: FixedClock, naps: Naps
+) -> Iterator[Ingestion]:
+    opened = Ingestion(settings, services.datastore, clock=clock, sleep=naps)
     yield opened
     opened.close()

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from ingest.ingestion import Ingestion
 from ingest.replay import FIXTURES
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.ingest.servers import Servers, answer
 from tests.support.http import assert_problem
 
@@ -91,7 +91,7 @@ def ingest_known_series(ingestion: Ingestion, services: Services, servers: Serve
     serve_known_series(servers)
     for round_ in (ingestion.hyperliquid, ingestion.polymarket, ingestion.defillama):
         assert round_(services).error is None
-    return ingestion.channels(services)
+    return ingestion.channels()
 
 
 def test_channel_values_match_the_hand_computed_ones(
@@ -131,7 +131,7 @@ def test_computing_again_over_the_same_data_writes_nothing(
     first = ingest_known_series(ingestion, services, servers)
     clock.advance(minutes=1)
 
-    again = ingestion.channels(services)
+    again = ingestion.channels()
 
     # three coins' 1h returns, 1h volatilities and funding, two protocols' TVL changes, one
     # market's probability (the other has no midpoint in the known series)
@@ -172,8 +172,8 @@ def test_channel_values_page_newest_first(
     name = "polymarket.btc-100k.probability"
     for _ in range(2):  # two more observations, a minute apart
         clock.advance(minutes=1)
-        ingestion.polymarket(services)
-        ingestion.channels(services)
+        ingestion.polymarket()
+        ingestion.channels()
 
     first = client.get(f"/v1/ingest/channels/{name}/values", params={"limit": 2}).json()
     rest = client.get(

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from ingest.ingestion import Ingestion
 from ingest.metrics import IngestionCollector
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.ingest.servers import Servers
 
 
@@ -33,15 +33,15 @@ def test_health_goes_ok_stale_failing_ok_as_the_host_stops_and_restarts(
     cadence = ingestion.cadence("hyperliquid")
     statuses = []
 
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
     statuses.append(source(client, "hyperliquid")["status"])
     servers.hyperliquid.stop()
     clock.advance(seconds=3 * cadence + 1)
     statuses.append(source(client, "hyperliquid")["status"])
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
     statuses.append(source(client, "hyperliquid")["status"])
     servers.hyperliquid.start()
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
     statuses.append(source(client, "hyperliquid")["status"])
 
     assert statuses == ["ok", "stale", "failing", "ok"]
@@ -54,12 +54,12 @@ def test_a_failing_source_shows_its_error_and_staleness(
     servers: Servers,
     clock: FixedClock,
 ) -> None:
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
     succeeded_at = clock()
     servers.hyperliquid.stop()
     clock.advance(seconds=90)
 
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
 
     health = source(client, "hyperliquid")
     assert health["status"] == "failing"
@@ -86,7 +86,7 @@ def test_sources_and_channels_never_run_are_stale(client: TestClient) -> None:
 def test_a_channel_without_enough_data_is_failing_with_the_reason(
     client: TestClient, ingestion: Ingestion, services: Services
 ) -> None:
-    ingestion.channels(services)
+    ingestion.channels()
 
     health = channel(client, "hyperliquid.BTC.return_1h")
 
@@ -97,7 +97,7 @@ def test_a_channel_without_enough_data_is_failing_with_the_reason(
 def test_metrics_carry_a_status_gauge_per_source_and_channel(
     client: TestClient, ingestion: Ingestion, services: Services
 ) -> None:
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
 
     text = client.get("/metrics").text
 
@@ -111,14 +111,14 @@ def test_metrics_carry_a_status_gauge_per_source_and_channel(
 def test_the_collector_reports_staleness_against_its_clock(
     ingestion: Ingestion, services: Services, servers: Servers, clock: FixedClock
 ) -> None:
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
     servers.hyperliquid.stop()
     clock.advance(seconds=30)
-    ingestion.hyperliquid(services)
+    ingestion.hyperliquid()
 
     metrics = {
         (metric.name, sample.labels.get("name"), sample.labels.get("status")): sample.value
-        for metric in IngestionCollector(services, clock).collect()
+        for metric in IngestionCollector(services.settings, services.datastore, clock).collect()
         for sample in metric.samples
     }
 

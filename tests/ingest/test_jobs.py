@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from runtime.services import Services
 from runtime.settings import Settings
 from scripts.worker import Worker
+from services.bootstrap import Services
 from tests.integration.test_worker import wait_until
 
 

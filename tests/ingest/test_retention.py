@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from aggregates.ports import Mark
 from ingest.client import FetchError
 from ingest.health import record_error
 from ingest.ingestion import Ingestion
-from ingest.prices import Mark, PostgresPriceSource
+from ingest.prices import PostgresPriceSource
 from ingest.storage import Batch, CandleRow
 from runtime.clock import FixedClock
-from runtime.services import Services
+from services.bootstrap import Services
 
 
 def mark(asset: str, at: datetime, price: str = "100") -> Mark:
@@ -53,7 +54,7 @@ def test_marks_past_retention_are_pruned_but_the_newest_of_each_asset_stays(
         ]
     )
 
-    deleted = ingestion.prune(services)
+    deleted = ingestion.prune()
 
     assert marks(services) == [("BTC", recent), ("ETH", old)]
     assert deleted["market_marks"] == 3
@@ -66,7 +67,7 @@ def test_candles_are_kept_whatever_their_age(
     with services.projections.datastore.transaction(commit=True) as cursor:
         Batch(candles=[candle(ancient), candle(ancient + timedelta(minutes=5))]).write(cursor)
 
-    ingestion.prune(services)
+    ingestion.prune()
 
     assert count(services, "market_candles") == 2
 
@@ -79,6 +80,6 @@ def test_recorded_errors_past_retention_are_pruned(
         record_error(cursor, "hyperliquid", error, clock() - timedelta(days=30))
         record_error(cursor, "hyperliquid", error, clock())
 
-    ingestion.prune(services)
+    ingestion.prune()
 
     assert count(services, "ingest_errors") == 1

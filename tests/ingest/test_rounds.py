@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from aggregates.ports import Mark
 from ingest.ingestion import Ingestion
-from ingest.prices import Mark, PostgresPriceSource
+from ingest.prices import PostgresPriceSource
 from ingest.replay import FIXTURES
 from runtime.clock import FixedClock
-from runtime.services import Services
 from runtime.settings import Settings
+from services.bootstrap import Services
 from tests.ingest.servers import (
     Fault,
     Servers,
@@ -56,13 +57,13 @@ def rows(services: Services, query: str, *params: Any) -> list[dict[str, Any]]:
 
 def ingest_everything(ingestion: Ingestion, services: Services) -> None:
     for round_ in (ingestion.hyperliquid, ingestion.polymarket, ingestion.defillama):
-        assert round_(services).error is None
+        assert round_().error is None
 
 
 def test_a_hyperliquid_round_stores_the_followed_coins(
     ingestion: Ingestion, services: Services, clock: FixedClock
 ) -> None:
-    result = ingestion.hyperliquid(services)
+    result = ingestion.hyperliquid()
 
     assert result.error is None
     assert counts(services) == {
@@ -83,7 +84,7 @@ def test_a_hyperliquid_round_stores_the_followed_coins(
 def test_a_polymarket_round_stores_markets_and_outcome_midpoints(
     ingestion: Ingestion, services: Services
 ) -> None:
-    ingestion.polymarket(services)
+    ingestion.polymarket()
 
     markets = rows(services, "SELECT slug, outcomes FROM prediction_markets ORDER BY slug")
     prices = rows(
@@ -121,7 +122,7 @@ def test_a_defillama_round_stores_exact_prices_and_default_tvl(
         Path(FIXTURES / "defillama/protocol-aave.json").read_text(), parse_float=Decimal
     )
 
-    ingestion.defillama(services)
+    ingestion.defillama()
 
     bitcoin = PostgresPriceSource(services.projections.datastore).latest_mark("coingecko:bitcoin")
     assert bitcoin == Mark(
@@ -143,8 +144,8 @@ def test_ingesting_the_same_answers_again_writes_nothing(
     first = counts(services)
     servers.hyperliquid.recordings.rewind()  # every host answers as the first time
 
-    again = [ingestion.hyperliquid(services), ingestion.polymarket(services)]
-    again.append(ingestion.defillama(services))
+    again = [ingestion.hyperliquid(), ingestion.polymarket()]
+    again.append(ingestion.defillama())
 
     assert counts(services) == first
     assert [set(result.written.values()) for result in again] == [{0}, {0}, {0}]
@@ -166,7 +167,7 @@ def test_a_round_with_one_bad_answer_writes_nothing_and_records_the_error(
 ) -> None:
     servers.hyperliquid.fail(fault, times=None)
 
-    result = ingestion.hyperliquid(services)
+    result = ingestion.hyperliquid()
 
     assert result.error is not None and result.error.kind == kind
     assert set(counts(services).values()) == {0}
@@ -181,7 +182,7 @@ def test_a_polymarket_round_whose_clob_fails_writes_no_markets_either(
 ) -> None:
     servers.polymarket_clob.fail(server_error(path="/prices"), times=None)
 
-    result = ingestion.polymarket(services)
+    result = ingestion.polymarket()
 
     assert result.error is not None and result.error.request == "POST /prices"
     assert counts(services)["prediction_markets"] == 0
@@ -192,11 +193,13 @@ def test_replay_mode_ingests_the_recordings_with_no_server(
 ) -> None:
     for server in servers:
         server.stop()
-    replay = Ingestion(settings.model_copy(update={"ingest_mode": "replay"}), clock=clock)
+    replay = Ingestion(
+        settings.model_copy(update={"ingest_mode": "replay"}), services.datastore, clock=clock
+    )
     try:
         ingest_everything(replay, services)
         clock.advance(minutes=1)
-        replay.hyperliquid(services)
+        replay.hyperliquid()
     finally:
         replay.close()
 

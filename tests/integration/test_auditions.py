@@ -14,9 +14,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from aggregates import auditioning, prop_trading
-from aggregates.application import Written
-from aggregates.auditioning import EVALUATOR_LEASE, AttemptState, evaluate_due_auditions
 from aggregates.auditions import (
     Audition,
     AuditionAlreadyVoidedError,
@@ -29,9 +26,13 @@ from aggregates.errors import IdempotencyKeyReusedError
 from aggregates.prop_accounts import ActionRequest, PropAccount
 from ingest.prices import PostgresPriceSource
 from runtime.clock import FixedClock
-from runtime.services import Services
 from runtime.settings import Settings
 from scripts.worker import Worker
+from services import auditions as auditioning
+from services import prop_trading
+from services.auditions import EVALUATOR_LEASE, AttemptState, EvaluateDueAuditions
+from services.bootstrap import Services
+from services.eventlog import Written
 from tests.support.auditions import (
     context_at,
     grant_entitlement,
@@ -39,6 +40,7 @@ from tests.support.auditions import (
     record_mark,
     short_rules,
 )
+from tests.support.jobs import run_job
 from tests.support.projections import catch_up
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -62,7 +64,7 @@ def submit(
 ) -> Written[AttemptState]:
     clone_id, version_hash = version or published_version(services, owner_id, NOON)
     return auditioning.submit_audition(
-        services.ledger,
+        services.event_log,
         context_at(NOON),
         owner_id=owner_id,
         clone_id=clone_id,
@@ -81,7 +83,7 @@ def new_audition(services: Services) -> tuple[AttemptState, UUID]:
 
 def retry(services: Services, audition_id: UUID, at: datetime, entitlements: list[UUID]) -> Any:
     return auditioning.retry_audition(
-        services.ledger,
+        services.event_log,
         context_at(at),
         audition_id=audition_id,
         owner_id=OWNER,
@@ -93,18 +95,18 @@ def retry(services: Services, audition_id: UUID, at: datetime, entitlements: lis
 def void(services: Services, audition_id: UUID, at: datetime = NOON + timedelta(hours=1)) -> Any:
     prices = PostgresPriceSource(services.projections.datastore)
     return auditioning.void_audition(
-        services.ledger, context_at(at, "user:admin"), prices, audition_id, "data outage"
+        services.event_log, context_at(at, "user:admin"), prices, audition_id, "data outage"
     )
 
 
 def load(services: Services, cls: type[A], aggregate_id: UUID) -> A:
-    aggregate: object = services.ledger.repository.get(aggregate_id)
+    aggregate: object = services.event_log.repository.get(aggregate_id)
     assert isinstance(aggregate, cls)
     return aggregate
 
 
 def event_types(services: Services, aggregate_id: UUID) -> list[str]:
-    return [type(e).__name__ for e in services.ledger.events.get(aggregate_id)]
+    return [type(e).__name__ for e in services.event_log.events.get(aggregate_id)]
 
 
 def verdicts(services: Services, audition_id: UUID) -> list[str]:
@@ -228,7 +230,7 @@ def test_a_due_audition_is_judged_on_every_rule_and_its_account_frozen(
     state, _ = new_audition(services)
     catch_up(services)
 
-    evaluated = evaluate_due_auditions(services, FixedClock(DUE))
+    evaluated = run_job(services, "audition_evaluator", FixedClock(DUE))
 
     audition = load(services, Audition, state.audition_id)
     assert evaluated == 1
@@ -241,7 +243,7 @@ def test_an_audition_not_yet_due_is_left_alone(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
 
-    evaluated = evaluate_due_auditions(services, FixedClock(DUE - timedelta(seconds=1)))
+    evaluated = run_job(services, "audition_evaluator", FixedClock(DUE - timedelta(seconds=1)))
 
     assert evaluated == 0 and verdicts(services, state.audition_id) == []
 
@@ -253,8 +255,8 @@ def test_two_evaluators_started_together_judge_each_due_audition_once(
     catch_up(services)
 
     results = together(
-        lambda: evaluate_due_auditions(services, FixedClock(DUE)),
-        lambda: evaluate_due_auditions(services, FixedClock(DUE)),
+        lambda: run_job(services, "audition_evaluator", FixedClock(DUE)),
+        lambda: run_job(services, "audition_evaluator", FixedClock(DUE)),
     )
 
     assert sorted(results) == [0, 3]
@@ -267,7 +269,7 @@ def test_an_evaluator_without_the_lease_does_nothing(services: Services) -> None
 
     with psycopg.connect(services.url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(hashtext(%s))", (EVALUATOR_LEASE,))
-        evaluated = evaluate_due_auditions(services, FixedClock(DUE))
+        evaluated = run_job(services, "audition_evaluator", FixedClock(DUE))
 
     assert evaluated == 0 and verdicts(services, state.audition_id) == []
 
@@ -275,9 +277,9 @@ def test_an_evaluator_without_the_lease_does_nothing(services: Services) -> None
 def test_a_queue_that_lags_never_judges_an_attempt_twice(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
 
-    again = evaluate_due_auditions(services, FixedClock(DUE + timedelta(minutes=1)))
+    again = run_job(services, "audition_evaluator", FixedClock(DUE + timedelta(minutes=1)))
 
     assert again == 0 and verdicts(services, state.audition_id) == ["Failed"]
 
@@ -287,7 +289,7 @@ def test_a_breach_fails_the_audition_before_it_is_due(services: Services) -> Non
     account_id = state.attempt.prop_account_id
     record_mark(services, NOON, "100")
     prop_trading.submit_action(
-        services.ledger,
+        services.event_log,
         context_at(NOON, "service:engine"),
         PostgresPriceSource(services.projections.datastore),
         account_id,
@@ -297,10 +299,10 @@ def test_a_breach_fails_the_audition_before_it_is_due(services: Services) -> Non
     catch_up(services)
     later = NOON + timedelta(hours=1)
     record_mark(services, later, "89")  # 50 x -11 = -550: past the prop engine's 5% a day
-    prop_trading.mark_live_accounts(services, FixedClock(later))
+    run_job(services, "prop_mark_to_market", FixedClock(later))
     catch_up(services)
 
-    evaluated = evaluate_due_auditions(services, FixedClock(later))
+    evaluated = run_job(services, "audition_evaluator", FixedClock(later))
 
     audition = load(services, Audition, state.audition_id)
     assert evaluated == 1
@@ -312,12 +314,12 @@ def test_a_breach_fails_the_audition_before_it_is_due(services: Services) -> Non
 def test_evaluating_now_a_judged_audition_is_refused(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
     prices = PostgresPriceSource(services.projections.datastore)
 
     with pytest.raises(AuditionNotRunningError):
         auditioning.evaluate_audition(
-            services.ledger, context_at(DUE), prices, state.audition_id, now_requested=True
+            services.event_log, context_at(DUE), prices, state.audition_id, now_requested=True
         )
 
 
@@ -329,7 +331,7 @@ def test_a_retry_inside_the_window_is_a_new_attempt_on_a_new_account_for_free(
 ) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
 
     attempt = retry(services, state.audition_id, DUE + timedelta(hours=1), []).result.attempt
 
@@ -341,7 +343,7 @@ def test_a_retry_inside_the_window_is_a_new_attempt_on_a_new_account_for_free(
 def test_a_retry_past_the_window_consumes_a_new_entitlement(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
     late = DUE + timedelta(days=1, seconds=1)
     fresh = grant_entitlement(services, OWNER, late)
 
@@ -354,7 +356,7 @@ def test_a_retry_past_the_window_consumes_a_new_entitlement(services: Services) 
 def test_a_retry_past_the_policy_without_an_entitlement_is_refused(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
 
     with pytest.raises(EntitlementRequiredError):
         retry(services, state.audition_id, DUE + timedelta(days=2), [])
@@ -363,9 +365,9 @@ def test_a_retry_past_the_policy_without_an_entitlement_is_refused(services: Ser
 def test_a_clone_banned_since_is_not_retried(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
     clone_id = load(services, Audition, state.audition_id).clone_id
-    services.ledger.execute(context_at(DUE), lambda unit: unit.get(Clone, clone_id).ban("spam"))
+    services.event_log.execute(context_at(DUE), lambda unit: unit.get(Clone, clone_id).ban("spam"))
 
     with pytest.raises(CloneBannedError):
         retry(services, state.audition_id, DUE, [])
@@ -395,7 +397,7 @@ def test_a_voided_audition_is_never_evaluated_even_by_a_lagging_queue(
     catch_up(services)
     void(services, state.audition_id)
 
-    evaluated = evaluate_due_auditions(services, FixedClock(DUE))
+    evaluated = run_job(services, "audition_evaluator", FixedClock(DUE))
 
     assert evaluated == 0 and verdicts(services, state.audition_id) == []
 
@@ -403,7 +405,7 @@ def test_a_voided_audition_is_never_evaluated_even_by_a_lagging_queue(
 def test_voiding_after_a_free_retry_restores_nothing(services: Services) -> None:
     state, entitlement_id = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
     retry(services, state.audition_id, DUE, [])
 
     voided = void(services, state.audition_id, DUE + timedelta(hours=1))
@@ -420,7 +422,7 @@ def test_the_queue_follows_attempts_breaches_and_verdicts(services: Services) ->
     state, _ = new_audition(services)
     catch_up(services)
     queued = rows(services, "SELECT status, attempt, due_at, breach FROM audition_queue")
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
     retry(services, state.audition_id, DUE, [])
     catch_up(services)
 
@@ -435,7 +437,7 @@ def test_the_queue_follows_attempts_breaches_and_verdicts(services: Services) ->
 def test_the_read_model_keeps_every_attempt(services: Services) -> None:
     state, _ = new_audition(services)
     catch_up(services)
-    evaluate_due_auditions(services, FixedClock(DUE))
+    run_job(services, "audition_evaluator", FixedClock(DUE))
     retry(services, state.audition_id, DUE, [])
     catch_up(services)
 
@@ -460,10 +462,8 @@ def test_the_read_model_keeps_every_attempt(services: Services) -> None:
 def test_the_worker_runs_the_evaluator_on_its_cadence(services: Services) -> None:
     job = Worker(services).jobs["audition_evaluator"]
 
-    assert (job.func, job.seconds) == (
-        evaluate_due_auditions,
-        services.settings.audition_evaluate_interval,
-    )
+    assert isinstance(job.func, EvaluateDueAuditions)
+    assert job.seconds == services.settings.audition_evaluate_interval
 
 
 def test_an_audition_is_a_replayable_aggregate(services: Services) -> None:

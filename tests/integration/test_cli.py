@@ -21,7 +21,7 @@ from aggregates.base import CommandContext
 from projections.audit_log import AuditLog
 from projections.registry import PROJECTIONS
 from projections.runner import ProjectionRunner
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.counter import Counter, new_counter
 from tests.support.database import with_dbname
 from tests.support.log import append_events, checksum
@@ -75,7 +75,7 @@ def tamper(url: str, statement: str, position: int) -> None:
 
 
 def open_and_increment(services: Services, context: CommandContext, times: int) -> UUID:
-    counter_id = services.ledger.execute(
+    counter_id = services.event_log.execute(
         context, lambda unit: unit.add(new_counter("RETRO-CLOCK")).id
     ).result
     for n in range(times):
@@ -84,7 +84,9 @@ def open_and_increment(services: Services, context: CommandContext, times: int) 
             occurred_at=context.occurred_at + timedelta(minutes=n + 1),
             correlation_id=f"req-{n}",
         )
-        services.ledger.execute(later, lambda unit: unit.get(Counter, counter_id).increment(by=2))
+        services.event_log.execute(
+            later, lambda unit: unit.get(Counter, counter_id).increment(by=2)
+        )
     return counter_id
 
 
@@ -340,7 +342,7 @@ def test_state_at_a_version_equals_the_first_n_events_replayed(
 ) -> None:
     counter_id = open_and_increment(services, context, 5)
     replayed = None
-    for domain_event in list(services.ledger.events.get(counter_id))[:version]:
+    for domain_event in list(services.event_log.events.get(counter_id))[:version]:
         replayed = domain_event.mutate(replayed)  # type: ignore[attr-defined]
     assert isinstance(replayed, Counter)
 

@@ -8,14 +8,14 @@ import pytest
 
 from aggregates.base import CommandContext, derive_id
 from aggregates.errors import ConcurrencyConflictError, IdempotencyKeyReusedError
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.counter import Counter, new_counter
 
 RATE = Decimal("0.000123456789012345678901")
 
 
 def open_counter(services: Services, context: CommandContext, name: str = "RETRO-CLOCK") -> Counter:
-    written = services.ledger.execute(
+    written = services.event_log.execute(
         context, lambda unit: unit.add(new_counter(name, 25_000_000, RATE))
     )
     return written.result
@@ -33,13 +33,13 @@ def test_events_table_refuses_changes(
         psycopg.connect(services.url, autocommit=True) as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"),
     ):
-        conn.execute(statement.format(t=services.ledger.events_table))
+        conn.execute(statement.format(t=services.event_log.events_table))
 
 
 def test_money_round_trips_exactly(services: Services, context: CommandContext) -> None:
     counter = open_counter(services, context)
 
-    loaded = services.ledger.repository.get(counter.id)
+    loaded = services.event_log.repository.get(counter.id)
 
     assert loaded.balance_minor == 25_000_000
     assert loaded.rate == RATE and isinstance(loaded.rate, Decimal)
@@ -48,7 +48,7 @@ def test_money_round_trips_exactly(services: Services, context: CommandContext) 
 def test_events_carry_command_metadata(services: Services, context: CommandContext) -> None:
     counter = open_counter(services, context)
 
-    [opened] = list(services.ledger.events.get(counter.id))
+    [opened] = list(services.event_log.events.get(counter.id))
 
     assert opened.actor == "user:tester"  # type: ignore[attr-defined]
     assert opened.correlation_id == "req-RETRO-CLOCK"  # type: ignore[attr-defined]
@@ -59,11 +59,11 @@ def test_events_carry_command_metadata(services: Services, context: CommandConte
 def test_command_returns_the_position_it_wrote(services: Services, context: CommandContext) -> None:
     counter = open_counter(services, context)
 
-    written = services.ledger.execute(
+    written = services.event_log.execute(
         context, lambda unit: unit.get(Counter, counter.id).increment(by=1)
     )
 
-    assert written.position == services.ledger.recorder.max_notification_id()
+    assert written.position == services.event_log.recorder.max_notification_id()
 
 
 def test_one_command_saves_several_aggregates_atomically(
@@ -77,16 +77,18 @@ def test_one_command_saves_several_aggregates_atomically(
         unit.get(Counter, first.id).increment(by=5)
         unit.add(Counter(id=second_id, name="second", balance_minor=0, rate=RATE))
         # A stale copy of another aggregate makes the whole save conflict.
-        stale = services.ledger.repository.get(taken.id)
-        services.ledger.execute(context, lambda other: other.get(Counter, taken.id).increment(by=1))
+        stale = services.event_log.repository.get(taken.id)
+        services.event_log.execute(
+            context, lambda other: other.get(Counter, taken.id).increment(by=1)
+        )
         unit.add(stale).increment(by=1)
 
-    services.ledger.command_retries = 0
+    services.event_log.command_retries = 0
     with pytest.raises(ConcurrencyConflictError):
-        services.ledger.execute(context, touch_both)
+        services.event_log.execute(context, touch_both)
 
-    assert services.ledger.repository.get(first.id).count == 0
-    assert list(services.ledger.events.get(second_id)) == []
+    assert services.event_log.repository.get(first.id).count == 0
+    assert list(services.event_log.events.get(second_id)) == []
 
 
 def test_idempotent_create_returns_the_first_result(
@@ -102,12 +104,12 @@ def test_idempotent_create_returns_the_first_result(
             ),
         ).id
 
-    first = services.ledger.execute(context, create)
-    again = services.ledger.execute(context, create)
+    first = services.event_log.execute(context, create)
+    again = services.event_log.execute(context, create)
 
     assert first.result == again.result == derive_id("Counter", "key-1")
     assert again.position == first.position
-    assert len(list(services.ledger.events.get(first.result))) == 1
+    assert len(list(services.event_log.events.get(first.result))) == 1
 
 
 def test_same_key_with_another_body_is_refused(services: Services, context: CommandContext) -> None:
@@ -121,10 +123,10 @@ def test_same_key_with_another_body_is_refused(services: Services, context: Comm
             ),
         )
 
-    services.ledger.execute(context, create("body-A"))
+    services.event_log.execute(context, create("body-A"))
 
     with pytest.raises(IdempotencyKeyReusedError):
-        services.ledger.execute(context, create("body-B"))
+        services.event_log.execute(context, create("body-B"))
 
 
 def test_concurrent_commands_on_one_aggregate_lose_no_update(
@@ -137,7 +139,7 @@ def test_concurrent_commands_on_one_aggregate_lose_no_update(
     def increment() -> None:
         barrier.wait()
         try:
-            services.ledger.execute(
+            services.event_log.execute(
                 context, lambda unit: unit.get(Counter, counter.id).increment(by=1)
             )
             outcomes.append("applied")
@@ -150,23 +152,23 @@ def test_concurrent_commands_on_one_aggregate_lose_no_update(
     for thread in threads:
         thread.join()
 
-    assert services.ledger.repository.get(counter.id).count == outcomes.count("applied")
+    assert services.event_log.repository.get(counter.id).count == outcomes.count("applied")
     assert len(outcomes) == 8 and outcomes.count("applied") >= 1
 
 
 def test_retries_exhausted_is_a_clean_conflict(services: Services, context: CommandContext) -> None:
     counter = open_counter(services, context)
-    services.ledger.command_retries = 0
+    services.event_log.command_retries = 0
 
     def lose_the_race(unit):  # type: ignore[no-untyped-def]
         loaded = unit.get(Counter, counter.id)
         # Another writer commits between our load and our save.
-        services.ledger.execute(
+        services.event_log.execute(
             context, lambda other: other.get(Counter, counter.id).increment(by=10)
         )
         loaded.increment(by=1)
 
     with pytest.raises(ConcurrencyConflictError):
-        services.ledger.execute(context, lose_the_race)
+        services.event_log.execute(context, lose_the_race)
 
-    assert services.ledger.repository.get(counter.id).count == 10
+    assert services.event_log.repository.get(counter.id).count == 10

@@ -8,7 +8,7 @@ import psycopg
 
 from aggregates.base import CommandContext
 from projections.runner import ProjectionRunner
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.counter import Counter, new_counter
 
 WRITERS = 8
@@ -19,7 +19,9 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
     services: Services, context: CommandContext
 ) -> None:
     ids = [
-        services.ledger.execute(context, lambda unit, n=n: unit.add(new_counter(f"w{n}")).id).result
+        services.event_log.execute(
+            context, lambda unit, n=n: unit.add(new_counter(f"w{n}")).id
+        ).result
         for n in range(WRITERS)
     ]
     stop = threading.Event()
@@ -30,7 +32,7 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
 
     def write(counter_id: object) -> None:
         for _ in range(COMMANDS_EACH):
-            services.ledger.execute(
+            services.event_log.execute(
                 context, lambda unit: unit.get(Counter, counter_id).increment(by=1)
             )
 
@@ -55,11 +57,11 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
 def test_concurrent_appends_leave_no_gaps_in_the_chain(
     services: Services, context: CommandContext
 ) -> None:
-    services.ledger.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
+    services.event_log.execute(context, lambda unit: unit.add(new_counter("RETRO-CLOCK")))
     threads = [
         threading.Thread(
             target=lambda: [
-                services.ledger.execute(context, lambda unit: unit.add(new_counter("x")))
+                services.event_log.execute(context, lambda unit: unit.add(new_counter("x")))
                 for _ in range(20)
             ]
         )
@@ -79,9 +81,9 @@ def test_concurrent_appends_leave_no_gaps_in_the_chain(
 def test_a_large_save_completes(services: Services, context: CommandContext) -> None:
     big = "R" * (2 * 1024 * 1024)
 
-    written = services.ledger.execute(
+    written = services.event_log.execute(
         context, lambda unit: [unit.add(new_counter(big)).id for _ in range(2)]
     )
 
     assert written.position == 2
-    assert all(services.ledger.repository.get(i).name == big for i in written.result)
+    assert all(services.event_log.repository.get(i).name == big for i in written.result)

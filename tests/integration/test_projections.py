@@ -10,7 +10,7 @@ from projections.audit_log import AuditLog
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.state import ProjectionNotStalledError
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.counter import new_counter
 from tests.support.log import append_events, checksum
 
@@ -27,7 +27,7 @@ def test_runner_projects_every_event_once(services: Services, context: CommandCo
 
 
 def test_audit_log_flattens_metadata(services: Services, context: CommandContext) -> None:
-    counter_id = services.ledger.execute(
+    counter_id = services.event_log.execute(
         context, lambda unit: unit.add(new_counter("RETRO-CLOCK")).id
     ).result
     ProjectionRunner(services.projections, "audit_log", services.url).catch_up()

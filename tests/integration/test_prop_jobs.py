@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import psycopg
 
-from aggregates import prop_trading
 from aggregates.prop_accounts import ActionRequest
 from runtime.clock import FixedClock
-from runtime.services import Services
 from scripts.worker import Worker
+from services import prop_trading
+from services.bootstrap import Services
 from tests.integration.test_prop_trading import (
     NOON,
     engine,
@@ -20,6 +20,7 @@ from tests.integration.test_prop_trading import (
     record_marks,
     submit,
 )
+from tests.support.jobs import run_job
 from tests.support.projections import catch_up
 
 D = Decimal
@@ -42,7 +43,7 @@ def test_a_breach_at_mark_to_market_freezes_and_later_actions_are_rejected(
     catch_up(services)
     record_marks(services, LATER, BTC="89")  # 50 x -11 = -550: past the 5% daily loss
 
-    marked = prop_trading.mark_live_accounts(services, FixedClock(LATER))
+    marked = run_job(services, "prop_mark_to_market", FixedClock(LATER))
     after = submit(services, account_id, ActionRequest("a-2", "BTC", "sell", size=D("50")), LATER)
 
     assert marked == 1
@@ -71,7 +72,7 @@ def test_mark_to_market_leaves_alone_flat_accounts_and_unchanged_marks(
     submit(services, holding, ActionRequest("a-1", "BTC", "buy", size=D("1")))
     catch_up(services)
 
-    marked = prop_trading.mark_live_accounts(services, FixedClock(LATER))
+    marked = run_job(services, "prop_mark_to_market", FixedClock(LATER))
 
     assert marked == 0
     assert event_types(services, flat) == ["Opened"]
@@ -83,7 +84,7 @@ def test_equity_snapshots_feed_the_equity_curve_of_every_live_account(
 ) -> None:
     live = open_account(services, key="live")
     closed = open_account(services, key="closed")
-    prop_trading.close(services.ledger, engine(), record_marks(services), closed, "done")
+    prop_trading.close(services.event_log, engine(), record_marks(services), closed, "done")
     catch_up(services)
 
     taken = [

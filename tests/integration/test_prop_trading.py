@@ -14,14 +14,15 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from aggregates import prop_trading
 from aggregates.base import CommandContext, acting
 from aggregates.errors import IdempotencyKeyReusedError, NotFoundError
+from aggregates.ports import Mark
 from aggregates.prop_accounts import ActionRequest, ActionResult, PropAccount
 from aggregates.prop_rules import RuleSet
-from ingest.prices import Mark, PostgresPriceSource
+from ingest.prices import PostgresPriceSource
 from projections.rebuild import rebuild
-from runtime.services import Services
+from services import prop_trading
+from services.bootstrap import Services
 from tests.support.projections import catch_up
 from tests.unit.test_prop_accounts import RULES
 
@@ -38,7 +39,7 @@ def engine(at: datetime = NOON) -> CommandContext:
 
 def open_account(services: Services, key: str = "RETRO-CLOCK", rule_set: str = "audition") -> UUID:
     written = prop_trading.open_account(
-        services.ledger,
+        services.event_log,
         engine(),
         key=key,
         owner_id=OWNER,
@@ -67,7 +68,7 @@ def open_with_rules(services: Services, rules: RuleSet) -> UUID:
         )
         return unit.add(account).id
 
-    return services.ledger.execute(engine(), decide).result
+    return services.event_log.execute(engine(), decide).result
 
 
 def record_marks(services: Services, at: datetime = NOON, **prices: str) -> PostgresPriceSource:
@@ -80,7 +81,7 @@ def submit(
     services: Services, account_id: UUID, request: ActionRequest, at: datetime = NOON
 ) -> ActionResult:
     return prop_trading.submit_action(
-        services.ledger,
+        services.event_log,
         engine(at),
         PostgresPriceSource(services.projections.datastore),
         account_id,
@@ -90,7 +91,7 @@ def submit(
 
 
 def event_types(services: Services, aggregate_id: UUID) -> list[str]:
-    return [type(e).__name__ for e in services.ledger.events.get(aggregate_id)]
+    return [type(e).__name__ for e in services.event_log.events.get(aggregate_id)]
 
 
 def rows(services: Services, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -191,10 +192,10 @@ def test_fifty_concurrent_actions_are_each_filled_or_rejected_exactly_once(
     assert {r.reason for r in results.values() if r.status == "rejected"} == {
         "gross-exposure-too-large"
     }
-    events = list(services.ledger.events.get(account_id))
+    events = list(services.event_log.events.get(account_id))
     recorded = [e.client_action_id for e in events if hasattr(e, "client_action_id")]
     assert sorted(recorded) == sorted(results)
-    account = services.ledger.repository.get(account_id)
+    account = services.event_log.repository.get(account_id)
     assert account.position("BTC").size == D("20") and account.fill_count == 20
     catch_up(services)
     assert rows(services, "SELECT size FROM prop_positions WHERE account_id = %s", account_id) == [
@@ -226,14 +227,14 @@ def test_a_long_history_loads_from_a_snapshot_and_equals_a_full_replay(
             side = "buy" if number % 3 else "sell"
             request = ActionRequest(f"a-{number}", "BTC", side, size=D("0.5"))
             account.submit(request, marks, NOON, MAX_MARK_AGE)
-    services.ledger.save(account)
+    services.event_log.save(account)
 
-    loaded = services.ledger.repository.get(account.id)
+    loaded = services.event_log.repository.get(account.id)
     replayed: Any = None
-    for event in services.ledger.events.get(account.id):
+    for event in services.event_log.events.get(account.id):
         replayed = event.mutate(replayed)
 
-    snapshots = services.ledger.snapshots
+    snapshots = services.event_log.snapshots
     assert snapshots is not None
     assert [s.originator_version for s in snapshots.get(account.id)] == [100, 200]
     assert vars(loaded) == vars(replayed)
@@ -248,7 +249,7 @@ def test_the_read_models_follow_fills_marks_and_rejections(services: Services) -
     submit(services, account_id, ActionRequest("a-3", "DOGE", "buy", size=D("1")))
     record_marks(services, NOON + timedelta(minutes=1), BTC="110")
     prop_trading.mark_to_market(
-        services.ledger,
+        services.event_log,
         engine(NOON + timedelta(minutes=1)),
         PostgresPriceSource(services.projections.datastore),
         account_id,
@@ -256,7 +257,7 @@ def test_the_read_models_follow_fills_marks_and_rejections(services: Services) -
 
     catch_up(services)
 
-    account = services.ledger.repository.get(account_id)
+    account = services.event_log.repository.get(account_id)
     (summary,) = rows(services, "SELECT * FROM prop_accounts WHERE account_id = %s", account_id)
     valuation = account.valuation()
     assert (summary["equity"], summary["unrealized_pnl"]) == (
@@ -289,9 +290,9 @@ def test_a_rebuilt_read_model_has_the_same_rows(services: Services, name: str) -
     account_id = open_account(services)
     record_marks(services, BTC="100")
     submit(services, account_id, ActionRequest("a-1", "BTC", "buy", size=D("10")))
-    prop_trading.snapshot_equity(services.ledger, engine(), account_id)
+    prop_trading.snapshot_equity(services.event_log, engine(), account_id)
     prop_trading.close(
-        services.ledger,
+        services.event_log,
         engine(),
         PostgresPriceSource(services.projections.datastore),
         account_id,

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from aggregates.base import CommandContext
-from runtime.services import Services, open_services
 from runtime.settings import Settings
 from scripts.worker import JOB_ATTEMPTS, Worker
+from services.bootstrap import Services, open_services
 from tests.integration.test_cli import REPO, cli_env, pumpparty_command
 from tests.integration.test_projections import append_events
 

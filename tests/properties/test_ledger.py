@@ -16,10 +16,10 @@ from aggregates.ledger import (
     AUDITION_REVENUE,
     TREASURY,
     InsufficientFundsError,
-    post_transfer,
     user_account,
 )
-from runtime.services import Services
+from services.bootstrap import Services
+from services.ledger import post_transfer
 from tests.support.projections import catch_up
 
 CONTEXT = CommandContext(
@@ -56,7 +56,7 @@ def test_random_moves_keep_the_books_balanced(
         )
         # A fee larger than the balance is refused; the property is that nothing breaks.
         with contextlib.suppress(InsufficientFundsError):
-            services.ledger.execute(
+            services.event_log.execute(
                 CONTEXT,
                 lambda unit, c=cause, d=debit, k=credit, a=amount: post_transfer(unit, c, d, k, a),
             )
@@ -81,6 +81,6 @@ def test_a_transfer_moves_a_positive_amount(services: Services, amount: int) -> 
     from aggregates.ledger import InvalidAmountError
 
     with pytest.raises(InvalidAmountError):
-        services.ledger.execute(
+        services.event_log.execute(
             CONTEXT, lambda unit: post_transfer(unit, "x", TREASURY, user_account(USERS[0]), amount)
         )

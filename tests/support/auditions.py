@@ -10,12 +10,13 @@ from uuid import UUID, uuid4
 
 from fastapi.testclient import TestClient
 
-from aggregates import cloning
 from aggregates.base import CommandContext
 from aggregates.entitlements import Entitlement
-from ingest.prices import Mark, PostgresPriceSource
-from runtime.services import Services
+from aggregates.ports import Mark
+from ingest.prices import PostgresPriceSource
 from runtime.settings import Settings
+from services import cloning
+from services.bootstrap import Services
 from tests.conftest import ENGINE_TOKEN
 from tests.support.clones import RULES, create_clone, full_graph, save_draft
 from tests.support.http import bearer
@@ -57,14 +58,14 @@ def grant_entitlement(services: Services, user_id: UUID, at: datetime) -> UUID:
         entitlement = Entitlement(id=uuid4(), user_id=user_id, purchase_id=uuid4(), kind="audition")
         return unit.add(entitlement).id
 
-    return services.ledger.execute(context_at(at, "service:economy"), decide).result
+    return services.event_log.execute(context_at(at, "service:economy"), decide).result
 
 
 def published_version(services: Services, owner_id: UUID, at: datetime) -> tuple[UUID, str]:
     """A clone of `owner_id` with one published version: (clone id, version hash)."""
     context = context_at(at, f"user:{owner_id}")
     clone_id = cloning.create_clone(
-        services.ledger,
+        services.event_log,
         context,
         owner_id=owner_id,
         key=uuid4().hex,
@@ -73,7 +74,7 @@ def published_version(services: Services, owner_id: UUID, at: datetime) -> tuple
         active_limit=5,
     ).result
     cloning.save_draft(
-        services.ledger,
+        services.event_log,
         context,
         clone_id=clone_id,
         owner_id=owner_id,
@@ -81,7 +82,7 @@ def published_version(services: Services, owner_id: UUID, at: datetime) -> tuple
         rules=RULES,
     )
     version = cloning.publish_version(
-        services.ledger, context, clone_id=clone_id, owner_id=owner_id, rules=RULES
+        services.event_log, context, clone_id=clone_id, owner_id=owner_id, rules=RULES
     ).result
     return clone_id, version.version_id
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from aggregates.strategy_graph import GraphRules
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.wallets import SignedIn, new_wallet, sign_in
 
 RULES = GraphRules(

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runtime.database import start_embedded_server
-from runtime.eventstore import migrate
+from services.bootstrap import migrate
 
 TEMPLATE = "pumpparty_template"
 
@@ -34,19 +34,21 @@ def with_dbname(url: str, dbname: str) -> str:
 def prepare_template(url: str) -> None:
     from projections.registry import PROJECTIONS
     from projections.state import Projections
-    from runtime.eventstore import open_ledger
     from runtime.settings import Settings
+    from services.bootstrap import open_event_log
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     template_url = with_dbname(url, TEMPLATE)
     migrate(template_url)
-    ledger = open_ledger(template_url, Settings(database_url=template_url))
+    event_log = open_event_log(template_url, Settings(database_url=template_url))
     try:
-        Projections(ledger.recorder.datastore, ledger.mapper, list(PROJECTIONS)).ensure_created()  # type: ignore[attr-defined]
+        Projections(
+            event_log.recorder.datastore, event_log.mapper, list(PROJECTIONS)
+        ).ensure_created()  # type: ignore[attr-defined]
     finally:
-        ledger.close()
+        event_log.close()
 
 
 @contextmanager

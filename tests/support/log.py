@@ -5,14 +5,16 @@ from __future__ import annotations
 import psycopg
 
 from aggregates.base import CommandContext
-from runtime.services import Services
+from services.bootstrap import Services
 from tests.support.counter import Counter, new_counter
 
 
 def append_events(services: Services, context: CommandContext, count: int) -> None:
     """`count` events: counters opened, then incremented, several per command."""
     ids = [
-        services.ledger.execute(context, lambda unit, n=n: unit.add(new_counter(f"c{n}")).id).result
+        services.event_log.execute(
+            context, lambda unit, n=n: unit.add(new_counter(f"c{n}")).id
+        ).result
         for n in range(max(count // 50, 1))
     ]
     remaining = count - len(ids)
@@ -20,7 +22,7 @@ def append_events(services: Services, context: CommandContext, count: int) -> No
         for counter_id in ids:
             if remaining == 0:
                 break
-            services.ledger.execute(
+            services.event_log.execute(
                 context, lambda unit, i=counter_id: unit.get(Counter, i).increment(by=1)
             )
             remaining -= 1

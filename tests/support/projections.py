@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from projections.runner import ProjectionRunner
-from runtime.services import Services
+from services.bootstrap import Services
 
 
 def catch_up(services: Services) -> None:

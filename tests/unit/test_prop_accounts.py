@@ -14,6 +14,7 @@ from uuid import uuid4
 import pytest
 
 from aggregates.base import CommandContext, acting
+from aggregates.ports import Mark
 from aggregates.prop_accounts import (
     ActionRequest,
     ActionResult,
@@ -26,7 +27,6 @@ from aggregates.prop_accounts import (
     PropAccountNotFrozenError,
 )
 from aggregates.prop_rules import BreachAction, RuleSet, UnknownRuleSetError, rule_set
-from ingest.prices import Mark
 
 D = Decimal
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

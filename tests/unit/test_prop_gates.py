@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 from aggregates.base import acting
+from aggregates.ports import Mark
 from aggregates.prop_rules import GATES
-from ingest.prices import Mark
 from tests.unit.test_prop_accounts import (
     NOON,
     RULES,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from aggregates.application import Ledger, UnitOfWork, Written
 from aggregates.base import CommandContext, fingerprint
 from aggregates.clone_rosters import CloneRoster, roster_id_for
 from aggregates.clones import Clone
@@ -23,6 +22,7 @@ from aggregates.profiles import (
     profile_id_for,
 )
 from aggregates.strategy_graph import GraphRules, canonical_document, check_graph, graph_digest
+from services.eventlog import EventLog, UnitOfWork, Written
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def owned_clone(unit: UnitOfWork, clone_id: UUID, owner_id: UUID) -> Clone:
 
 
 def create_clone(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     owner_id: UUID,
@@ -84,11 +84,11 @@ def create_clone(
         # Keys are scoped to their owner, so one user's key never names another's clone.
         return unit.create_once(Clone, f"{owner_id}:{key}", request, create).id
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def update_clone(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     clone_id: UUID,
@@ -103,11 +103,11 @@ def update_clone(
             description if description is not None else clone.description,
         )
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def archive_clone(
-    ledger: Ledger, context: CommandContext, *, clone_id: UUID, owner_id: UUID
+    event_log: EventLog, context: CommandContext, *, clone_id: UUID, owner_id: UUID
 ) -> Written[None]:
     """Archive: it stops counting against the limit and its profile is withdrawn."""
 
@@ -121,11 +121,11 @@ def archive_clone(
         if profile is not None:
             profile.withdraw()
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def save_draft(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     clone_id: UUID,
@@ -141,11 +141,16 @@ def save_draft(
         clone = owned_clone(unit, clone_id, owner_id)
         return SavedDraft(clone.save_draft(document, digest), digest, document)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def publish_version(
-    ledger: Ledger, context: CommandContext, *, clone_id: UUID, owner_id: UUID, rules: GraphRules
+    event_log: EventLog,
+    context: CommandContext,
+    *,
+    clone_id: UUID,
+    owner_id: UUID,
+    rules: GraphRules,
 ) -> Written[PublishedVersion]:
     """Publish the current draft, checked again under today's rules."""
 
@@ -156,11 +161,11 @@ def publish_version(
         number, created = clone.publish(document, version_id)
         return PublishedVersion(version_id, number, created)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def submit_profile(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     clone_id: UUID,
@@ -177,11 +182,11 @@ def submit_profile(
         profile.submit(details)
         return ProfileState(profile.id, clone_id, profile.status)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def report_profile(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     profile_id: UUID,
@@ -197,11 +202,11 @@ def report_profile(
             raise NotFoundError(f"profile {profile_id} not found")
         return profile.report(reporter_id, details, threshold)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def _moderate(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     profile_id: UUID,
     decide_on: Callable[[UnitOfWork, PublicProfile], None],
@@ -211,35 +216,35 @@ def _moderate(
         decide_on(unit, profile)
         return ProfileState(profile.id, profile.clone_id, profile.status)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def approve_profile(
-    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, *, profile_id: UUID, reason: str
 ) -> Written[ProfileState]:
-    return _moderate(ledger, context, profile_id, lambda _, p: p.approve(reason))
+    return _moderate(event_log, context, profile_id, lambda _, p: p.approve(reason))
 
 
 def reject_profile(
-    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, *, profile_id: UUID, reason: str
 ) -> Written[ProfileState]:
-    return _moderate(ledger, context, profile_id, lambda _, p: p.reject(reason))
+    return _moderate(event_log, context, profile_id, lambda _, p: p.reject(reason))
 
 
 def restore_profile(
-    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, *, profile_id: UUID, reason: str
 ) -> Written[ProfileState]:
-    return _moderate(ledger, context, profile_id, lambda _, p: p.restore(reason))
+    return _moderate(event_log, context, profile_id, lambda _, p: p.restore(reason))
 
 
 def keep_profile_hidden(
-    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, *, profile_id: UUID, reason: str
 ) -> Written[ProfileState]:
-    return _moderate(ledger, context, profile_id, lambda _, p: p.keep_hidden(reason))
+    return _moderate(event_log, context, profile_id, lambda _, p: p.keep_hidden(reason))
 
 
 def ban_clone(
-    ledger: Ledger, context: CommandContext, *, profile_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, *, profile_id: UUID, reason: str
 ) -> Written[ProfileState]:
     """Ban the clone behind a profile: the profile is hidden for good, publishing stops."""
 
@@ -247,4 +252,4 @@ def ban_clone(
         profile.ban(reason)
         unit.get(Clone, profile.clone_id).ban(reason)
 
-    return _moderate(ledger, context, profile_id, ban)
+    return _moderate(event_log, context, profile_id, ban)

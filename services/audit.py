@@ -14,9 +14,9 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from aggregates.application import Ledger
 from aggregates.errors import NotFoundError
 from projections.audit_log import split_topic
+from services.eventlog import EventLog
 
 _METADATA = ("actor", "correlation_id", "causation_id", "schema_version")
 _HIDDEN = ("originator_id", "originator_version", "timestamp", "originator_topic", *_METADATA)
@@ -36,8 +36,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def history(ledger: Ledger, aggregate_id: UUID) -> list[dict[str, Any]]:
-    events: list[Any] = list(ledger.events.get(aggregate_id))
+def history(event_log: EventLog, aggregate_id: UUID) -> list[dict[str, Any]]:
+    events: list[Any] = list(event_log.events.get(aggregate_id))
     if not events:
         raise NotFoundError(f"aggregate {aggregate_id} has no events")
     entries = []
@@ -58,17 +58,21 @@ def history(ledger: Ledger, aggregate_id: UUID) -> list[dict[str, Any]]:
 
 
 def state_at(
-    ledger: Ledger, aggregate_id: UUID, *, version: int | None = None, at: datetime | None = None
+    event_log: EventLog,
+    aggregate_id: UUID,
+    *,
+    version: int | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     """The aggregate as it was after `version`, or after its last event at or before `at`."""
     if at is not None:
-        events: list[Any] = list(ledger.events.get(aggregate_id))
+        events: list[Any] = list(event_log.events.get(aggregate_id))
         versions = [e.originator_version for e in events if e.timestamp <= at]
         if not versions:
             raise NotFoundError(f"aggregate {aggregate_id} did not exist at {at.isoformat()}")
         version = max(versions) if version is None else min(version, max(versions))
     try:
-        aggregate: Any = ledger.repository.get(aggregate_id, version=version)
+        aggregate: Any = event_log.repository.get(aggregate_id, version=version)
     except AggregateNotFoundError:
         raise NotFoundError(f"aggregate {aggregate_id} not found") from None
     state = {

@@ -12,14 +12,12 @@ race for one entitlement the store's version check lets exactly one consume it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-import psycopg
-
-from aggregates.application import Ledger, UnitOfWork, Written
 from aggregates.audition_rules import AccountFigures, AuditionRules, judge
 from aggregates.auditions import (
     Attempt,
@@ -31,18 +29,19 @@ from aggregates.auditions import (
 )
 from aggregates.base import CommandContext, fingerprint
 from aggregates.clones import Clone
-from aggregates.cloning import owned_clone
 from aggregates.entitlements import Entitlement, EntitlementStatus
 from aggregates.errors import DomainError, NotFoundError
+from aggregates.ports import PriceSource
 from aggregates.prop_accounts import CLOSED, OPEN, PropAccount
 from aggregates.prop_rules import rule_set
-from aggregates.prop_trading import job_context, latest_marks, open_account_in
-from ingest.prices import PostgresPriceSource, PriceSource
-from projections.audition_queue import auditions_to_evaluate
-from runtime.clock import Clock, system_clock
+from runtime.clock import Clock
+from runtime.leases import lease
+from services.cloning import owned_clone
+from services.eventlog import EventLog, UnitOfWork, Written
+from services.jobs import job_context
+from services.prop_trading import latest_marks, open_account_in
 
 if TYPE_CHECKING:
-    from runtime.services import Services
     from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ def owned_audition(unit: UnitOfWork, audition_id: UUID, owner_id: UUID) -> Audit
 
 
 def submit_audition(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     owner_id: UUID,
@@ -189,11 +188,11 @@ def submit_audition(
         audition = unit.create_once(Audition, f"{owner_id}:{key}", request, create)
         return AttemptState(audition.id, audition.status, audition.attempts[0])
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def retry_audition(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     audition_id: UUID,
@@ -219,7 +218,7 @@ def retry_audition(
         attempt = _start_attempt(unit, audition, entitlement_id, context, request_key=key)
         return AttemptState(audition.id, audition.status, attempt)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def figures_of(account: PropAccount) -> AccountFigures:
@@ -235,7 +234,7 @@ def figures_of(account: PropAccount) -> AccountFigures:
 
 
 def evaluate_audition(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     prices: PriceSource,
     audition_id: UUID,
@@ -271,11 +270,11 @@ def evaluate_audition(
             audition.id, attempt.number, audition.status, verdict.failed_rules, ended_by
         )
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def void_audition(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     prices: PriceSource,
     audition_id: UUID,
@@ -306,39 +305,39 @@ def void_audition(
         audition.void(reason, restored)
         return VoidState(audition.id, restored)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 # --- the evaluator job ---------------------------------------------------------------------
 
 
-def _take_lease(connection: psycopg.Connection[Any]) -> bool:
-    row = connection.execute(
-        "SELECT pg_try_advisory_lock(hashtext(%s))", (EVALUATOR_LEASE,)
-    ).fetchone()
-    return bool(row and row[0])
+@dataclass(frozen=True)
+class EvaluateDueAuditions:
+    """One round of the evaluator: every audition the queue shows due or breached is judged;
+    a round answers how many got a verdict. Only one round runs at a time across processes
+    (the `job:audition_evaluator` lease); a second evaluator started meanwhile does nothing.
+    Should the queue lag, the audition's own status (under optimistic concurrency) still
+    lets each attempt be judged once."""
 
+    event_log: EventLog
+    prices: PriceSource
+    due: Callable[[datetime], list[UUID]]
+    clock: Clock
+    url: str
 
-def evaluate_due_auditions(services: Services, clock: Clock = system_clock) -> int:
-    """One round of the evaluator: every audition the queue shows due or breached is
-    judged; how many got a verdict. Only one round runs at a time across processes (an
-    advisory lock on a connection of its own, released when it closes); a second evaluator
-    started meanwhile does nothing. Should the queue lag, the audition's own status (under
-    optimistic concurrency) still lets each attempt be judged once."""
-    with psycopg.connect(services.url, autocommit=True) as lease:
-        if not _take_lease(lease):
-            log.info("%s: another evaluator holds the lease", EVALUATOR_JOB)
-            return 0
-        datastore = services.projections.datastore
-        context = job_context(EVALUATOR_JOB, clock)
-        prices = PostgresPriceSource(datastore)
-        evaluated = 0
-        for audition_id in auditions_to_evaluate(datastore, context.occurred_at):
-            try:
-                written = evaluate_audition(services.ledger, context, prices, audition_id)
-            except DomainError as error:  # one audition's refusal never stops the round
-                log.warning("%s skipped audition %s: %s", EVALUATOR_JOB, audition_id, error)
-                continue
-            if written.result is not None:
-                evaluated += 1
-        return evaluated
+    def __call__(self) -> int:
+        with lease(self.url, EVALUATOR_LEASE) as held:
+            if not held:
+                log.info("%s: another evaluator holds the lease", EVALUATOR_JOB)
+                return 0
+            now = self.clock()
+            evaluated = 0
+            for audition_id in self.due(now):
+                context = job_context(EVALUATOR_JOB, lambda: now, str(audition_id))
+                try:
+                    written = evaluate_audition(self.event_log, context, self.prices, audition_id)
+                except DomainError as error:  # one audition's refusal never stops the round
+                    log.warning("%s skipped audition %s: %s", EVALUATOR_JOB, audition_id, error)
+                    continue
+                evaluated += written.result is not None
+            return evaluated

@@ -24,6 +24,7 @@ from tenacity import (
 
 from aggregates.base import CommandContext, LedgerAggregate, acting, derive_id
 from aggregates.errors import ConcurrencyConflictError, IdempotencyKeyReusedError, NotFoundError
+from runtime.schema import EVENTS_TABLE, LOG_NAME
 from runtime.transcoder import OrjsonTranscoder
 
 A = TypeVar("A", bound=LedgerAggregate)
@@ -41,8 +42,8 @@ class Written(Generic[T]):
 class UnitOfWork:
     """The aggregates one command reads and writes; all of them are saved together."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
+    def __init__(self, event_log: EventLog) -> None:
+        self._event_log = event_log
         self._aggregates: dict[UUID, LedgerAggregate] = {}
 
     @property
@@ -55,7 +56,7 @@ class UnitOfWork:
         aggregate = self._aggregates.get(aggregate_id)
         if aggregate is None:
             try:
-                aggregate = self._ledger.repository.get(aggregate_id)
+                aggregate = self._event_log.repository.get(aggregate_id)
             except AggregateNotFoundError:
                 return None
         if not isinstance(aggregate, cls):
@@ -101,10 +102,10 @@ class _IntervalsOnClasses(dict[type, int]):
         return True
 
 
-class Ledger(Application[UUID]):
+class EventLog(Application[UUID]):
     """The event store: one application, one log, one global order."""
 
-    name = "PumpParty"
+    name = LOG_NAME
     is_snapshotting_enabled = True
 
     def __init__(self, env: Mapping[str, str] | None = None, *, command_retries: int = 5) -> None:
@@ -114,7 +115,7 @@ class Ledger(Application[UUID]):
 
     @property
     def events_table(self) -> str:
-        return f"{self.name.lower()}_events"
+        return EVENTS_TABLE
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()

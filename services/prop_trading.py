@@ -14,14 +14,15 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, TypeVar
-from uuid import UUID, uuid4
+from typing import TypeVar
+from uuid import UUID
 
-from aggregates.application import Ledger, UnitOfWork, Written
 from aggregates.base import CommandContext, derive_id
 from aggregates.errors import DomainError
+from aggregates.ports import Mark, PriceSource
 from aggregates.prop_accounts import (
     ActionRequest,
     ActionResult,
@@ -31,12 +32,9 @@ from aggregates.prop_accounts import (
     fingerprint,
 )
 from aggregates.prop_rules import rule_set
-from ingest.prices import Mark, PostgresPriceSource, PriceSource
-from projections.prop_accounts import accounts_to_mark, accounts_to_snapshot
-from runtime.clock import Clock, system_clock
-
-if TYPE_CHECKING:
-    from runtime.services import Services
+from runtime.clock import Clock
+from services.eventlog import EventLog, UnitOfWork, Written
+from services.jobs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def open_account_in(
 
 
 def open_account(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     key: str,
@@ -133,11 +131,11 @@ def open_account(
             rule_set_version=rule_set_version,
         ).id
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def submit_action(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     prices: PriceSource,
     account_id: UUID,
@@ -164,11 +162,11 @@ def submit_action(
         return unit.create_once(PropAction, key, request.fingerprint, record).outcome
 
     with account_turn(account_id):
-        return ledger.execute(context, decide)
+        return event_log.execute(context, decide)
 
 
 def _on_account(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     account_id: UUID,
     change: Callable[[PropAccount], T],
@@ -177,103 +175,89 @@ def _on_account(
         return change(unit.get(PropAccount, account_id))
 
     with account_turn(account_id):
-        return ledger.execute(context, decide)
+        return event_log.execute(context, decide)
 
 
 def mark_to_market(
-    ledger: Ledger, context: CommandContext, prices: PriceSource, account_id: UUID
+    event_log: EventLog, context: CommandContext, prices: PriceSource, account_id: UUID
 ) -> Written[Valuation | None]:
     def change(account: PropAccount) -> Valuation | None:
         marks = latest_marks(prices, account.positions)
         return account.mark_to_market(marks, context.occurred_at)
 
-    return _on_account(ledger, context, account_id, change)
+    return _on_account(event_log, context, account_id, change)
 
 
 def snapshot_equity(
-    ledger: Ledger, context: CommandContext, account_id: UUID
+    event_log: EventLog, context: CommandContext, account_id: UUID
 ) -> Written[Valuation | None]:
-    return _on_account(ledger, context, account_id, PropAccount.snapshot_equity)
+    return _on_account(event_log, context, account_id, PropAccount.snapshot_equity)
 
 
-def freeze(ledger: Ledger, context: CommandContext, account_id: UUID, reason: str) -> Written[str]:
+def freeze(
+    event_log: EventLog, context: CommandContext, account_id: UUID, reason: str
+) -> Written[str]:
     def change(account: PropAccount) -> str:
         account.freeze(reason)
         return account.status
 
-    return _on_account(ledger, context, account_id, change)
+    return _on_account(event_log, context, account_id, change)
 
 
 def unfreeze(
-    ledger: Ledger, context: CommandContext, account_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, account_id: UUID, reason: str
 ) -> Written[str]:
     def change(account: PropAccount) -> str:
         account.unfreeze(reason)
         return account.status
 
-    return _on_account(ledger, context, account_id, change)
+    return _on_account(event_log, context, account_id, change)
 
 
 def flatten(
-    ledger: Ledger, context: CommandContext, prices: PriceSource, account_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, prices: PriceSource, account_id: UUID, reason: str
 ) -> Written[str]:
     def change(account: PropAccount) -> str:
         account.flatten(reason, latest_marks(prices, account.positions), context.occurred_at)
         return account.status
 
-    return _on_account(ledger, context, account_id, change)
+    return _on_account(event_log, context, account_id, change)
 
 
 def close(
-    ledger: Ledger, context: CommandContext, prices: PriceSource, account_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, prices: PriceSource, account_id: UUID, reason: str
 ) -> Written[str]:
     def change(account: PropAccount) -> str:
         account.close(reason, latest_marks(prices, account.positions), context.occurred_at)
         return account.status
 
-    return _on_account(ledger, context, account_id, change)
+    return _on_account(event_log, context, account_id, change)
 
 
 # --- worker jobs ---------------------------------------------------------------------------
 
 
-def job_context(job: str, clock: Clock) -> CommandContext:
-    return CommandContext(
-        actor=f"worker:{job}", occurred_at=clock(), correlation_id=f"{job}-{uuid4().hex}"
-    )
+MARK_JOB = "prop_mark_to_market"
 
 
-def _each_account(
-    job: str, account_ids: list[UUID], command: Callable[[UUID], Written[Valuation | None]]
-) -> int:
-    """Run `command` on each account; one account's refusal never stops the round."""
-    done = 0
-    for account_id in account_ids:
-        try:
-            if command(account_id).result is not None:
-                done += 1
-        except DomainError as error:
-            log.warning("%s skipped prop account %s: %s", job, account_id, error)
-    return done
+@dataclass(frozen=True)
+class MarkToMarket:
+    """Revalue every open account that holds positions at the latest marks; a round answers
+    how many were revalued. Accounts with nothing at risk are not touched (nothing to say)."""
 
+    event_log: EventLog
+    prices: PriceSource
+    accounts: Callable[[], list[UUID]]
+    clock: Clock
 
-def mark_live_accounts(services: Services, clock: Clock = system_clock) -> int:
-    """Mark every account holding positions at the latest prices; how many were revalued."""
-    datastore = services.projections.datastore
-    prices = PostgresPriceSource(datastore)
-    context = job_context("prop_mark_to_market", clock)
-    return _each_account(
-        "prop_mark_to_market",
-        accounts_to_mark(datastore),
-        lambda account_id: mark_to_market(services.ledger, context, prices, account_id),
-    )
-
-
-def snapshot_live_accounts(services: Services, clock: Clock = system_clock) -> int:
-    """A point on the equity curve of every account that is not closed; how many."""
-    context = job_context("prop_equity_snapshots", clock)
-    return _each_account(
-        "prop_equity_snapshots",
-        accounts_to_snapshot(services.projections.datastore),
-        lambda account_id: snapshot_equity(services.ledger, context, account_id),
-    )
+    def __call__(self) -> int:
+        done = 0
+        for account_id in self.accounts():
+            context = job_context(MARK_JOB, self.clock, str(account_id))
+            try:
+                written = mark_to_market(self.event_log, context, self.prices, account_id)
+            except DomainError as error:  # one account's refusal never stops the round
+                log.warning("%s skipped prop account %s: %s", MARK_JOB, account_id, error)
+                continue
+            done += written.result is not None
+        return done

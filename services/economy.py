@@ -3,12 +3,13 @@ says (ledger transfers and the entitlement, all at once), revoke an entitlement.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID
 
-from aggregates.application import Ledger, UnitOfWork, Written
 from aggregates.base import CommandContext, fingerprint
 from aggregates.entitlements import Entitlement, entitlement_id_for
 from aggregates.ledger import (
@@ -16,9 +17,9 @@ from aggregates.ledger import (
     TREASURY,
     USDC_DECIMALS,
     InvalidAmountError,
-    post_transfer,
     user_account,
 )
+from aggregates.ports import DepositObserver
 from aggregates.purchases import (
     AuditionQuote,
     DepositObservation,
@@ -29,6 +30,11 @@ from aggregates.purchases import (
     assess,
     claim_id_for,
 )
+from runtime.clock import Clock
+from services.eventlog import EventLog, UnitOfWork, Written
+from services.ledger import post_transfer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class PurchaseState:
 
 
 def quote_audition(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     quote_id: UUID,
@@ -79,7 +85,7 @@ def quote_audition(
             )
         )
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def usdc_minor_units(amount: Decimal) -> int:
@@ -90,7 +96,7 @@ def usdc_minor_units(amount: Decimal) -> int:
 
 
 def submit_purchase(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     user_id: UUID,
@@ -134,11 +140,11 @@ def submit_purchase(
             unit.find(Entitlement, entitlement_id_for(purchase.id))
         return PurchaseState.of(purchase)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def settle_purchase(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     purchase_id: UUID,
@@ -172,7 +178,7 @@ def settle_purchase(
             unit.get(TxClaim, claim_id_for(quote.chain_id, purchase.tx_hash)).release(purchase.id)
         return PurchaseState.of(purchase)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def grant(unit: UnitOfWork, purchase: Purchase, quote: AuditionQuote) -> None:
@@ -194,9 +200,83 @@ def grant(unit: UnitOfWork, purchase: Purchase, quote: AuditionQuote) -> None:
 
 
 def revoke_entitlement(
-    ledger: Ledger, context: CommandContext, entitlement_id: UUID, reason: str
+    event_log: EventLog, context: CommandContext, entitlement_id: UUID, reason: str
 ) -> Written[None]:
     def decide(unit: UnitOfWork) -> None:
         unit.get(Entitlement, entitlement_id).revoke(reason)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
+
+
+# --- deposit confirmation: ask the node about a purchase's transaction, then settle it ---
+# The same path serves a new purchase (right after it is recorded) and the poller job that
+# re-checks pending ones; the node's answer is fetched outside any transaction and handed
+# to the command.
+
+DEPOSIT_POLLER = "worker:deposit-confirmations"
+
+
+def confirm(
+    event_log: EventLog,
+    context: CommandContext,
+    node: DepositObserver,
+    policy: DepositPolicy,
+    purchase_id: UUID,
+) -> Written[PurchaseState]:
+    tx_hash: str = event_log.repository.get(purchase_id).tx_hash
+    return settle_purchase(
+        event_log,
+        context,
+        purchase_id=purchase_id,
+        observation=node.observe_deposit(tx_hash),
+        policy=policy,
+    )
+
+
+def purchase(
+    event_log: EventLog,
+    context: CommandContext,
+    node: DepositObserver,
+    policy: DepositPolicy,
+    *,
+    user_id: UUID,
+    key: str,
+    quote_id: UUID,
+    tx_hash: str,
+) -> Written[PurchaseState]:
+    """Record the purchase, then, while it is pending, ask the chain about it at once."""
+    written = submit_purchase(
+        event_log, context, user_id=user_id, key=key, quote_id=quote_id, tx_hash=tx_hash
+    )
+    if written.result.status != "pending_confirmations":
+        return written
+    checked = confirm(event_log, context, node, policy, written.result.purchase_id)
+    return Written(checked.result, max(written.position, checked.position))
+
+
+@dataclass(frozen=True)
+class DepositConfirmations:
+    """The poller job: re-check every pending purchase; a round answers how many settled."""
+
+    event_log: EventLog
+    node: DepositObserver
+    policy: DepositPolicy
+    pending: Callable[[], list[UUID]]
+    clock: Clock
+
+    def __call__(self) -> int:
+        settled = 0
+        for purchase_id in self.pending():
+            context = CommandContext(
+                actor=DEPOSIT_POLLER,
+                occurred_at=self.clock(),
+                correlation_id=f"poll-{purchase_id}",
+            )
+            try:
+                state = confirm(self.event_log, context, self.node, self.policy, purchase_id)
+            except Exception:
+                # One purchase that cannot be settled must not hold up the others.
+                log.exception("could not settle purchase %s", purchase_id)
+                continue
+            settled += state.result.status != "pending_confirmations"
+        return settled

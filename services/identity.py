@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from aggregates.application import Ledger, UnitOfWork, Written
 from aggregates.base import CommandContext, derive_id
 from aggregates.errors import AuthenticationFailedError, NotFoundError
 from aggregates.sessions import RefreshOutcome, Session
 from aggregates.sign_in import NonceUnknownError, SignInNonce, nonce_id
 from aggregates.users import User, user_id_for
+from services.eventlog import EventLog, UnitOfWork, Written
 
 
 class RefreshTokenRejectedError(AuthenticationFailedError):
@@ -47,16 +47,16 @@ def session_id_for(nonce: str) -> UUID:
 
 
 def issue_nonce(
-    ledger: Ledger, context: CommandContext, nonce: str, address: str, expires_at: datetime
+    event_log: EventLog, context: CommandContext, nonce: str, address: str, expires_at: datetime
 ) -> Written[None]:
     def decide(unit: UnitOfWork) -> None:
         unit.add(SignInNonce(id=nonce_id(nonce), address=address, expires_at=expires_at))
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def sign_in(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     nonce: str,
@@ -89,11 +89,11 @@ def sign_in(
         user.record_sign_in(session.id)
         return SignedIn(user.id, user.address, list(user.roles), session.id, first)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def refresh(
-    ledger: Ledger,
+    event_log: EventLog,
     context: CommandContext,
     *,
     session_id: UUID,
@@ -111,7 +111,7 @@ def refresh(
         user = unit.get(User, session.user_id)
         return outcome, SignedIn(user.id, user.address, list(user.roles), session.id, False)
 
-    written = ledger.execute(context, decide)
+    written = event_log.execute(context, decide)
     outcome, signed_in = written.result
     if outcome is RefreshOutcome.REUSED:
         raise RefreshTokenReusedError("this refresh token was already used; the session is revoked")
@@ -121,7 +121,7 @@ def refresh(
 
 
 def log_out(
-    ledger: Ledger, context: CommandContext, *, session_id: UUID, presented_hash: str
+    event_log: EventLog, context: CommandContext, *, session_id: UUID, presented_hash: str
 ) -> Written[None]:
     """Revoke the family a refresh token belongs to (any token it ever issued will do)."""
 
@@ -131,11 +131,16 @@ def log_out(
             raise RefreshTokenRejectedError("the refresh token is not valid (unknown)")
         session.revoke("logout")
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def revoke_session(
-    ledger: Ledger, context: CommandContext, *, session_id: UUID, owner_id: UUID | None, reason: str
+    event_log: EventLog,
+    context: CommandContext,
+    *,
+    session_id: UUID,
+    owner_id: UUID | None,
+    reason: str,
 ) -> Written[None]:
     """Revoke a family; with `owner_id`, only its owner may (anyone else sees no session)."""
 
@@ -145,26 +150,26 @@ def revoke_session(
             raise NotFoundError(f"Session {session_id} not found")
         session.revoke(reason)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def grant_role(
-    ledger: Ledger, context: CommandContext, user_id: UUID, role: str
+    event_log: EventLog, context: CommandContext, user_id: UUID, role: str
 ) -> Written[list[str]]:
     def decide(unit: UnitOfWork) -> list[str]:
         user = unit.get(User, user_id)
         user.grant_role(role)
         return list(user.roles)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)
 
 
 def revoke_role(
-    ledger: Ledger, context: CommandContext, user_id: UUID, role: str
+    event_log: EventLog, context: CommandContext, user_id: UUID, role: str
 ) -> Written[list[str]]:
     def decide(unit: UnitOfWork) -> list[str]:
         user = unit.get(User, user_id)
         user.revoke_role(role)
         return list(user.roles)
 
-    return ledger.execute(context, decide)
+    return event_log.execute(context, decide)

@@ -1,0 +1,74 @@
+"""Every scheduled job, built once with its collaborators (the clock, the price source, the
+EVM node, read functions) from the process's services. The worker only runs what this lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ingest.ingestion import Ingestion
+from projections.audit_chain import record_digest
+from projections.audition_queue import auditions_to_evaluate
+from projections.prop_accounts import accounts_to_mark
+from projections.purchases import pending_purchases
+from projections.reconciliation import reconcile_and_record
+from runtime.clock import Clock
+from services.auditions import EVALUATOR_JOB, EvaluateDueAuditions
+from services.bootstrap import Services
+from services.economy import DepositConfirmations
+from services.prop_trading import MARK_JOB, MarkToMarket
+
+Schedule = dict[str, tuple[Callable[[], object], float]]
+"""Job name -> (one round of the job, seconds between rounds)."""
+
+
+def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedule:
+    """The worker's jobs; `clock` replaces the process's clock (a test, a replay)."""
+    settings = services.settings
+    clock = clock or services.clock
+    datastore = services.datastore
+    jobs: Schedule = {
+        "audit_digest": (lambda: record_digest(services.url), settings.digest_interval),
+        EVALUATOR_JOB: (
+            EvaluateDueAuditions(
+                services.event_log,
+                services.prices,
+                lambda now: auditions_to_evaluate(datastore, now),
+                clock,
+                services.url,
+            ),
+            settings.audition_evaluate_interval,
+        ),
+        MARK_JOB: (
+            MarkToMarket(
+                services.event_log,
+                services.prices,
+                lambda: accounts_to_mark(datastore),
+                clock,
+            ),
+            settings.prop_mark_interval,
+        ),
+        "deposit_confirmations": (
+            DepositConfirmations(
+                services.event_log,
+                services.evm,
+                services.deposit_policy,
+                lambda: pending_purchases(datastore),
+                clock,
+            ),
+            settings.deposit_poll_interval,
+        ),
+        "ledger_reconciliation": (
+            lambda: reconcile_and_record(datastore),
+            settings.reconciliation_interval,
+        ),
+    }
+    if settings.ingest_mode != "off":  # market data: live, or replayed from recordings
+        feed = Ingestion(settings, datastore, clock=clock)
+        jobs |= {
+            "ingest_hyperliquid": (feed.hyperliquid, feed.cadence("hyperliquid")),
+            "ingest_polymarket": (feed.polymarket, feed.cadence("polymarket")),
+            "ingest_defillama": (feed.defillama, feed.cadence("defillama")),
+            "ingest_channels": (feed.channels, settings.ingest_channels_interval),
+            "ingest_retention": (feed.prune, settings.ingest_retention_interval),
+        }
+    return jobs
