@@ -69,9 +69,11 @@ def create_app(
         app.state.access_tokens = AccessTokens.from_settings(opened.settings)
         app.state.auth_limiter = RateLimiter(opened.settings.auth_rate_limit)
         app.state.metrics.watch(opened)
+        await opened.reads.open()
         try:
             yield
         finally:
+            await opened.reads.close()
             if owned:
                 opened.close()
 

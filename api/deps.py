@@ -3,19 +3,21 @@ and read-your-writes waits."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 
 from aggregates.base import CommandContext
 from api.problems import ProjectionBehindError
 from api.request_id import current_request_id
+from projections.reads import ReadModels
 from runtime.clock import Clock
 from runtime.settings import Settings
 from services.bootstrap import Services
 from services.eventlog import EventLog
+
+R = TypeVar("R")
 
 
 def get_services(request: Request) -> Services:
@@ -56,14 +58,21 @@ def command_context(actor: str, clock: Clock) -> CommandContext:
     )
 
 
-def wait_for(projection: str) -> Callable[..., None]:
+def get_reads(services: ServicesDep) -> ReadModels:
+    return services.reads
+
+
+ReadsDep = Annotated[ReadModels, Depends(get_reads)]
+
+
+def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
     """A dependency that holds a read until `projection` has reached the asked position.
 
     The position comes from `min_position` or the `X-Min-Position` header (a command's
     response carries it); past `read_wait_timeout` the answer is 503 with Retry-After.
     """
 
-    def dependency(
+    async def dependency(
         services: ServicesDep,
         min_position: Annotated[
             int | None, Query(ge=0, description="wait until read models reach this log position")
@@ -73,10 +82,23 @@ def wait_for(projection: str) -> Callable[..., None]:
         wanted = max(min_position or 0, x_min_position or 0)
         if wanted == 0:
             return
-        deadline = time.monotonic() + services.settings.read_wait_timeout
-        while services.projections.position(projection) < wanted:
-            if time.monotonic() >= deadline:
-                raise ProjectionBehindError(f"{projection} has not reached position {wanted} yet")
-            time.sleep(0.02)
+        timeout = services.settings.read_wait_timeout
+        if not await services.reads.wait_until(projection, wanted, timeout):
+            raise ProjectionBehindError(f"{projection} has not reached position {wanted} yet")
 
     return dependency
+
+
+async def found(
+    services: Services, projection: str, read: Callable[[], Awaitable[R | None]]
+) -> R | None:
+    """Read one resource by id; on a miss, wait (bounded) until `projection` has caught up
+    with the log as it was when the request came, and read again. So what the caller just
+    created is never a false 404, and what does not exist costs one short wait at most."""
+    row = await read()
+    if row is not None:
+        return row
+    reads = services.reads
+    if await reads.wait_until(projection, await reads.head(), services.settings.read_wait_timeout):
+        return await read()
+    return None

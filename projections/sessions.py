@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -13,6 +14,8 @@ from psycopg.sql import SQL
 
 from aggregates.sessions import Session
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class SessionsView(ProjectionView):
@@ -109,3 +112,38 @@ class Sessions(LedgerProjection[SessionsView]):
     @process_event.register
     def _(self, event: Session.Revoked, tracking: Tracking) -> None:
         self.view.revoke(event.originator_id, event.timestamp, event.reason)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    session_id: UUID
+    user_id: UUID
+    status: str
+    started_at: datetime
+    last_refreshed_at: datetime | None
+    refresh_expires_at: datetime
+    absolute_expires_at: datetime
+    rotations: int
+    reuse_detected_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+
+async def session_by_id(reads: ReadModels, session_id: UUID) -> SessionRow | None:
+    query = SQL("SELECT {} FROM sessions WHERE session_id = %s").format(columns(SessionRow))
+    return await reads.one(SessionRow, query, (session_id,))
+
+
+async def sessions_of_user(reads: ReadModels, user_id: UUID, page: Page) -> list[SessionRow]:
+    """A page of the user's sessions, oldest first (cursor: started_at, session_id)."""
+    after_time, after_id = page.moment("started_at"), page.identifier("session_id")
+    query = SQL(
+        "SELECT {} FROM sessions WHERE user_id = %s AND (%s::timestamptz IS NULL"
+        " OR (started_at, session_id) > (%s::timestamptz, %s::uuid))"
+        " ORDER BY started_at, session_id LIMIT %s"
+    ).format(columns(SessionRow))
+    params = (user_id, after_time, after_time, after_id, page.fetch)
+    return await reads.all(SessionRow, query, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -13,6 +14,7 @@ from psycopg.sql import SQL
 
 from aggregates.users import User
 from projections.base import LedgerProjection, ProjectionView
+from projections.reads import ReadModels, columns
 
 
 class UsersView(ProjectionView):
@@ -83,3 +85,22 @@ class Users(LedgerProjection[UsersView]):
     @process_event.register
     def _(self, event: User.RoleRevoked, tracking: Tracking) -> None:
         self.view.set_role(event.originator_id, event.role, held=False)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    user_id: UUID
+    address: str
+    roles: list[str]
+    registered_at: datetime
+    first_sign_in_at: datetime | None
+    last_sign_in_at: datetime | None
+    sign_in_count: int
+
+
+async def user_by_id(reads: ReadModels, user_id: UUID) -> UserRow | None:
+    query = SQL("SELECT {} FROM users WHERE user_id = %s").format(columns(UserRow))
+    return await reads.one(UserRow, query, (user_id,))

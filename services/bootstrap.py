@@ -11,6 +11,7 @@ from eventsourcing.utils import get_topic
 
 from ingest.evm import EvmNode
 from ingest.prices import PostgresPriceSource
+from projections.reads import ReadModels
 from projections.registry import PROJECTIONS
 from projections.state import Projections
 from runtime.clock import Clock, system_clock
@@ -81,9 +82,11 @@ class Services:
     projections: Projections
     clock: Clock = system_clock
     evm: EvmNode = field(init=False)
+    reads: ReadModels = field(init=False)
 
     def __post_init__(self) -> None:
         self.evm = open_evm_node(self.settings)
+        self.reads = ReadModels(self.url, max_size=self.settings.database_pool_size)
 
     @property
     def datastore(self) -> PostgresDatastore:

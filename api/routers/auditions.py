@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, owned_or_404
 from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
-from api.pagination import Page, PageDep
+from api.pagination import PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
 from projections.auditions import available_entitlements
+from projections.paging import Page
 from services import auditions as auditioning
 from services.auditions import AttemptState
 from services.eventlog import Written

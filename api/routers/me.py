@@ -10,9 +10,19 @@ from pydantic import BaseModel
 
 from aggregates.errors import NotFoundError
 from api.auth import CurrentUser, effective_roles, owned_or_404
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ReadsDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
 from api.pagination import PageDep
 from api.schemas import WrittenPublic
+from projections import sessions, users
 from services import identity
 
 router = APIRouter(tags=["me"])
@@ -47,38 +57,31 @@ class SessionsPublic(BaseModel):
 
 
 @router.get("/v1/me", operation_id="me", dependencies=[Depends(wait_for("users"))])
-def me(user: CurrentUser, services: ServicesDep, settings: SettingsDep) -> MePublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM users WHERE user_id = %s", (user.user_id,))
-        row = cursor.fetchone()
+async def me(user: CurrentUser, services: ServicesDep, settings: SettingsDep) -> MePublic:
+    row = await found(services, "users", lambda: users.user_by_id(services.reads, user.user_id))
     if row is None:
         raise NotFoundError("user not found")
     return MePublic(
-        id=row["user_id"],
-        address=row["address"],
-        roles=sorted(effective_roles(row["roles"], row["address"], settings)),
-        registered_at=row["registered_at"],
-        first_sign_in_at=row["first_sign_in_at"],
-        last_sign_in_at=row["last_sign_in_at"],
-        sign_in_count=row["sign_in_count"],
+        id=row.user_id,
+        address=row.address,
+        roles=sorted(effective_roles(row.roles, row.address, settings)),
+        registered_at=row.registered_at,
+        first_sign_in_at=row.first_sign_in_at,
+        last_sign_in_at=row.last_sign_in_at,
+        sign_in_count=row.sign_in_count,
     )
 
 
 @router.get(
     "/v1/sessions", operation_id="sessions_list", dependencies=[Depends(wait_for("sessions"))]
 )
-def list_sessions(user: CurrentUser, services: ServicesDep, page: PageDep) -> SessionsPublic:
-    after = page.moment("started_at"), page.identifier("session_id")
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM sessions WHERE user_id = %s AND (%s::timestamptz IS NULL"
-            " OR (started_at, session_id) > (%s::timestamptz, %s::uuid))"
-            " ORDER BY started_at, session_id LIMIT %s",
-            (user.user_id, after[0], after[0], after[1], page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "started_at", "session_id")
+async def list_sessions(user: CurrentUser, reads: ReadsDep, page: PageDep) -> SessionsPublic:
+    rows, next_cursor = page.cut(
+        await sessions.sessions_of_user(reads, user.user_id, page), "started_at", "session_id"
+    )
     return SessionsPublic(
-        items=[SessionPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[SessionPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -87,12 +90,12 @@ def list_sessions(user: CurrentUser, services: ServicesDep, page: PageDep) -> Se
     operation_id="session_get",
     dependencies=[Depends(wait_for("sessions"))],
 )
-def get_session(session_id: UUID, user: CurrentUser, services: ServicesDep) -> SessionPublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM sessions WHERE session_id = %s", (session_id,))
-        row = cursor.fetchone()
-    owned_or_404(row["user_id"] if row else None, user, f"session {session_id}")
-    return SessionPublic.model_validate(row)
+async def get_session(session_id: UUID, user: CurrentUser, services: ServicesDep) -> SessionPublic:
+    row = await found(
+        services, "sessions", lambda: sessions.session_by_id(services.reads, session_id)
+    )
+    owned_or_404(row.user_id if row else None, user, f"session {session_id}")
+    return SessionPublic.model_validate(row, from_attributes=True)
 
 
 @router.delete("/v1/sessions/{session_id}", operation_id="session_revoke")

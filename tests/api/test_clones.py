@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.pagination import encode_cursor
+from projections.paging import encode_cursor
 from services.bootstrap import Services
 from tests.support.clones import (
     configure,
