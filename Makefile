@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration api flows properties bench openapi test-external clean
+.PHONY: run test lint typecheck unit integration api flows properties economy ingest architecture bench openapi test-external mutate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,12 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit integration api flows properties: $(STAMP)
+unit integration api flows properties economy ingest architecture: $(STAMP)
 	$(BIN)/python -m pytest tests/$@
 
 # The same suite against a separate PostgreSQL server reached by URL over TCP.
@@ -37,6 +38,15 @@ bench: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/pumpparty openapi > openapi.json
+
+# Mutation testing of the rules that guard money and access ([tool.mutmut] in pyproject.toml):
+# mutmut goes into .venv (the `mutation` extra, which `make test` never installs), a fresh
+# run against the fast tests, then the score per module. Not part of `make test`.
+mutate: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutation]'
+	rm -rf mutants && mkdir mutants
+	$(BIN)/mutmut run --max-children 2 > mutants/run.log 2>&1 || (tail -c 4000 mutants/run.log; exit 1)
+	$(BIN)/python -m scripts.mutation_report
 
 clean:
 	rm -rf $(VENV)

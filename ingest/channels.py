@@ -27,9 +27,11 @@ from typing import Any, ClassVar
 
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL
 
 from aggregates.errors import NotFoundError
 from ingest.health import Watched, record_failure, record_success
+from runtime.reads import Reads, columns
 from runtime.settings import Settings
 
 PRECISION = Context(prec=28)
@@ -328,3 +330,33 @@ def compute_channels(cursor: Cursor[DictRow], channels: list[Channel], now: date
         written += max(cursor.rowcount, 0)
         record_success(cursor, channel.watched, now)
     return written
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelValueRow:
+    channel: str
+    observed_at: datetime
+    value: Decimal
+
+
+async def latest_values(reads: Reads) -> list[ChannelValueRow]:
+    """Each channel's newest stored value."""
+    query = SQL(
+        "SELECT DISTINCT ON (channel) {} FROM feature_values ORDER BY channel, observed_at DESC"
+    ).format(columns(ChannelValueRow))
+    return await reads.all(ChannelValueRow, query, ())
+
+
+async def channel_values(
+    reads: Reads, channel: str, before: datetime | None, limit: int
+) -> list[ChannelValueRow]:
+    """Up to `limit` of the channel's stored values older than `before`, newest first."""
+    query = SQL(
+        "SELECT {} FROM feature_values WHERE channel = %s"
+        " AND (%s::timestamptz IS NULL OR observed_at < %s)"
+        " ORDER BY observed_at DESC LIMIT %s"
+    ).format(columns(ChannelValueRow))
+    return await reads.all(ChannelValueRow, query, (channel, before, before, limit))

@@ -66,6 +66,7 @@ class EvmNode:
             block_hash=_text(receipt.get("blockHash")),
             canonical_block_hash=_text(block.get("hash")),
             block_time=_moment(block.get("timestamp")),
+            # Every live ERC-20 Transfer log of the receipt: `assess` adds up those that pay.
             transfers=[t for t in (_transfer(entry) for entry in receipt.get("logs") or []) if t],
         )
 

@@ -9,14 +9,17 @@ error) when it wrote nothing. Status is read against a clock:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL
 
 from ingest.client import FetchError
+from runtime.reads import Reads, columns
 
 STALE_AFTER_INTERVALS = 3
 
@@ -80,25 +83,50 @@ def record_error(cursor: Cursor[DictRow], source: str, error: FetchError, at: da
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HealthRow:
+    """A stored `ingest_health` row."""
+
+    kind: Kind
+    name: str
+    cadence_seconds: float
+    last_attempt_at: datetime
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+_READ_HEALTH = SQL("SELECT {} FROM ingest_health").format(columns(HealthRow))
+
+
 def read_health(cursor: Cursor[DictRow], watched: list[Watched], now: datetime) -> list[Health]:
     """Every watched source and channel, plus any other with a stored row, by kind and name."""
-    cursor.execute("SELECT * FROM ingest_health")
-    rows = {(row["kind"], row["name"]): row for row in cursor.fetchall()}
+    cursor.execute(_READ_HEALTH)
+    return report(watched, [HealthRow(**row) for row in cursor.fetchall()], now)
+
+
+async def health_report(reads: Reads, watched: list[Watched], now: datetime) -> list[Health]:
+    """`read_health` for HTTP reads, on the async read pool."""
+    return report(watched, await reads.all(HealthRow, _READ_HEALTH, ()), now)
+
+
+def report(watched: list[Watched], stored: Iterable[HealthRow], now: datetime) -> list[Health]:
+    rows = {(row.kind, row.name): row for row in stored}
     cadences = {(w.kind, w.name): w.cadence_seconds for w in watched}
     for key, row in rows.items():
-        cadences.setdefault(key, row["cadence_seconds"])
+        cadences.setdefault(key, row.cadence_seconds)
     return [
         assess(kind, name, cadence, rows.get((kind, name)), now)
         for (kind, name), cadence in sorted(cadences.items())
     ]
 
 
-def assess(kind: Kind, name: str, cadence: float, row: DictRow | None, now: datetime) -> Health:
+def assess(kind: Kind, name: str, cadence: float, row: HealthRow | None, now: datetime) -> Health:
     stale_after = STALE_AFTER_INTERVALS * cadence
-    row = row or {}
-    success: datetime | None = row.get("last_success_at")
+    success = row.last_success_at if row else None
     staleness = None if success is None else max((now - success).total_seconds(), 0.0)
-    failures = int(row.get("consecutive_failures") or 0)
+    failures = row.consecutive_failures if row else 0
     status: Status
     if failures > 0:
         status = "failing"
@@ -110,10 +138,10 @@ def assess(kind: Kind, name: str, cadence: float, row: DictRow | None, now: date
         kind=kind,
         name=name,
         cadence_seconds=cadence,
-        last_attempt_at=row.get("last_attempt_at"),
+        last_attempt_at=row.last_attempt_at if row else None,
         last_success_at=success,
-        last_error_at=row.get("last_error_at"),
-        last_error=row.get("last_error"),
+        last_error_at=row.last_error_at if row else None,
+        last_error=row.last_error if row else None,
         consecutive_failures=failures,
         staleness_seconds=staleness,
         stale_after_seconds=stale_after,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -19,6 +19,8 @@ from psycopg.types.json import Jsonb
 
 from aggregates.ports import Mark
 from ingest.prices import INSERT_MARK
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
+from uuid import UUID
 
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from projections.base import LedgerProjection, ProjectionView, RecordedEvent
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 from runtime.transcoder import OrjsonTranscoder
 
 _transcoder = OrjsonTranscoder()
@@ -79,3 +85,60 @@ class AuditLog(LedgerProjection[AuditLogView]):
                 "recorded_at": recorded.recorded_at,
             }
         )
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntryRow:
+    position: int
+    aggregate_id: UUID
+    aggregate_type: str
+    event_type: str
+    version: int
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    schema_version: int | None
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which entries to list: each field set must match exactly; `occurred_from` is
+    inclusive, `occurred_to` exclusive."""
+
+    aggregate_id: UUID | None = None
+    aggregate_type: str | None = None
+    event_type: str | None = None
+    actor: str | None = None
+    correlation_id: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+
+    def where(self, after: int) -> tuple[Composed, list[Any]]:
+        clauses: list[Composable] = [SQL("position > %s")]
+        params: list[Any] = [after]
+        for column in ("aggregate_id", "aggregate_type", "event_type", "actor", "correlation_id"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(SQL("{} = %s").format(Identifier(column)))
+                params.append(value)
+        if self.occurred_from is not None:
+            clauses.append(SQL("occurred_at >= %s"))
+            params.append(self.occurred_from)
+        if self.occurred_to is not None:
+            clauses.append(SQL("occurred_at < %s"))
+            params.append(self.occurred_to)
+        return SQL(" AND ").join(clauses), params
+
+
+async def audit_entries(reads: ReadModels, where: AuditFilter, page: Page) -> list[AuditEntryRow]:
+    """A page of the entries that match, in log order (cursor: position)."""
+    condition, params = where.where(page.position())
+    query = SQL("SELECT {} FROM audit_log WHERE {} ORDER BY position LIMIT %s").format(
+        columns(AuditEntryRow), condition
+    )
+    return await reads.all(AuditEntryRow, query, [*params, page.fetch])

@@ -6,6 +6,7 @@ by it, and no two rows of a table share one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -18,6 +19,8 @@ from psycopg.types.json import Jsonb
 
 from aggregates.clones import Clone
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class ClonesView(ProjectionView):
@@ -220,3 +223,126 @@ class Clones(LedgerProjection[ClonesView]):
     @process_event.register
     def _(self, event: Clone.Banned, tracking: Tracking) -> None:
         self.view.ban(event.originator_id, event.reason, event.timestamp)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CloneSummaryRow:
+    clone_id: UUID
+    owner_id: UUID
+    name: str
+    description: str
+    status: str
+    ban_reason: str | None
+    draft_number: int
+    version_count: int
+    latest_version_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+    position: int
+
+    @property
+    def banned(self) -> bool:
+        return self.ban_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentDraft:
+    number: int
+    digest: str
+    saved_at: datetime
+    graph: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CloneRow(CloneSummaryRow):
+    """A clone with its current draft (digest, graph and time are None before the first)."""
+
+    draft_digest: str | None
+    draft_graph: dict[str, Any] | None
+    draft_saved_at: datetime | None
+
+    @property
+    def draft(self) -> CurrentDraft | None:
+        if self.draft_digest is None or self.draft_graph is None or self.draft_saved_at is None:
+            return None
+        return CurrentDraft(
+            self.draft_number, self.draft_digest, self.draft_saved_at, self.draft_graph
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CloneOwnerRow:
+    owner_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class DraftSummaryRow:
+    number: int
+    digest: str
+    saved_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSummaryRow:
+    version_id: str
+    number: int
+    draft_number: int
+    published_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow(VersionSummaryRow):
+    graph: dict[str, Any]
+    position: int
+
+
+async def clone_by_id(reads: ReadModels, clone_id: UUID) -> CloneRow | None:
+    query = SQL("SELECT {} FROM clones WHERE clone_id = %s").format(columns(CloneRow))
+    return await reads.one(CloneRow, query, (clone_id,))
+
+
+async def clone_owner(reads: ReadModels, clone_id: UUID) -> CloneOwnerRow | None:
+    query = SQL("SELECT {} FROM clones WHERE clone_id = %s").format(columns(CloneOwnerRow))
+    return await reads.one(CloneOwnerRow, query, (clone_id,))
+
+
+async def clones_of_owner(
+    reads: ReadModels, owner_id: UUID, status: str | None, page: Page
+) -> list[CloneSummaryRow]:
+    """A page of the owner's clones (all, or those with `status`), oldest first
+    (cursor: position)."""
+    query = SQL(
+        "SELECT {} FROM clones WHERE owner_id = %s AND position > %s"
+        " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s"
+    ).format(columns(CloneSummaryRow))
+    params = (owner_id, page.position(), status, status, page.fetch)
+    return await reads.all(CloneSummaryRow, query, params)
+
+
+async def latest_drafts(reads: ReadModels, clone_id: UUID, limit: int) -> list[DraftSummaryRow]:
+    """The clone's `limit` latest draft saves, newest first."""
+    query = SQL(
+        "SELECT {} FROM clone_drafts WHERE clone_id = %s ORDER BY number DESC LIMIT %s"
+    ).format(columns(DraftSummaryRow))
+    return await reads.all(DraftSummaryRow, query, (clone_id, limit))
+
+
+async def latest_versions(reads: ReadModels, clone_id: UUID, limit: int) -> list[VersionSummaryRow]:
+    """The clone's `limit` latest published versions, newest first, without their graphs."""
+    query = SQL(
+        "SELECT {} FROM clone_versions WHERE clone_id = %s ORDER BY number DESC LIMIT %s"
+    ).format(columns(VersionSummaryRow))
+    return await reads.all(VersionSummaryRow, query, (clone_id, limit))
+
+
+async def versions_of_clone(reads: ReadModels, clone_id: UUID, page: Page) -> list[VersionRow]:
+    """A page of the clone's versions with their graphs, oldest first (cursor: position)."""
+    query = SQL(
+        "SELECT {} FROM clone_versions WHERE clone_id = %s AND position > %s"
+        " ORDER BY position LIMIT %s"
+    ).format(columns(VersionRow))
+    return await reads.all(VersionRow, query, (clone_id, page.position(), page.fetch))

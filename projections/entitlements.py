@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -13,6 +14,8 @@ from psycopg.sql import SQL
 
 from aggregates.entitlements import Entitlement
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class EntitlementsView(ProjectionView):
@@ -97,3 +100,31 @@ class Entitlements(LedgerProjection[EntitlementsView]):
     @process_event.register
     def _(self, event: Entitlement.Revoked, tracking: Tracking) -> None:
         self.view.set_status(event.originator_id, "revoked", event.timestamp, None, event.reason)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntitlementRow:
+    entitlement_id: UUID
+    purchase_id: UUID
+    kind: str
+    status: str
+    consumed_by: UUID | None
+    reason: str | None
+    granted_at: datetime
+
+
+async def entitlements_of_user(
+    reads: ReadModels, user_id: UUID, page: Page
+) -> list[EntitlementRow]:
+    """A page of the user's entitlements, oldest first (cursor: granted_at, entitlement_id)."""
+    after_time, after_id = page.moment("granted_at"), page.identifier("entitlement_id")
+    query = SQL(
+        "SELECT {} FROM entitlements WHERE user_id = %s AND (%s::timestamptz IS NULL"
+        " OR (granted_at, entitlement_id) > (%s::timestamptz, %s::uuid))"
+        " ORDER BY granted_at, entitlement_id LIMIT %s"
+    ).format(columns(EntitlementRow))
+    params = (user_id, after_time, after_time, after_id, page.fetch)
+    return await reads.all(EntitlementRow, query, params)

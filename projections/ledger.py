@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -13,6 +14,8 @@ from psycopg.sql import SQL
 
 from aggregates.ledger import Transfer
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class LedgerView(ProjectionView):
@@ -89,3 +92,37 @@ class LedgerEntries(LedgerProjection[LedgerView]):
     @process_event.register
     def _(self, event: Transfer.Posted, tracking: Tracking) -> None:
         self.view.post(event, tracking.notification_id)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntryRow:
+    transfer_id: UUID
+    counterparty: str
+    amount_minor: int
+    cause: str
+    position: int
+    posted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceRow:
+    balance_minor: int
+
+
+async def balance_of(reads: ReadModels, account: str) -> int:
+    """The account's balance in minor units; 0 for an account with no entries yet."""
+    query = SQL("SELECT {} FROM ledger_balances WHERE account = %s").format(columns(BalanceRow))
+    row = await reads.one(BalanceRow, query, (account,))
+    return row.balance_minor if row else 0
+
+
+async def entries_of_account(reads: ReadModels, account: str, page: Page) -> list[LedgerEntryRow]:
+    """A page of the account's entries, in log order (cursor: position)."""
+    query = SQL(
+        "SELECT {} FROM ledger_entries WHERE account = %s AND position > %s"
+        " ORDER BY position, transfer_id LIMIT %s"
+    ).format(columns(LedgerEntryRow))
+    return await reads.all(LedgerEntryRow, query, (account, page.position(), page.fetch))

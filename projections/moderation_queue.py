@@ -7,6 +7,7 @@ the profile's open reports with its outcome.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -18,6 +19,8 @@ from psycopg.sql import SQL
 
 from aggregates.profiles import ProfileStatus, PublicProfile
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class ModerationQueueView(ProjectionView):
@@ -210,3 +213,56 @@ class ModerationQueue(LedgerProjection[ModerationQueueView]):
     @process_event.register
     def _(self, event: PublicProfile.Withdrawn, tracking: Tracking) -> None:
         self.view.decide(event.originator_id, ProfileStatus.WITHDRAWN, event.timestamp, None)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntryRow:
+    """A profile awaiting a decision (so `awaiting`, `queued_at` and its position are set)."""
+
+    profile_id: UUID
+    clone_id: UUID
+    owner_id: UUID
+    display_name: str
+    status: str
+    awaiting: str
+    open_reports: int
+    queued_at: datetime
+    queued_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    report_id: UUID
+    reporter_id: UUID
+    reason: str
+    text: str
+    status: str
+    reported_at: datetime
+    resolved_at: datetime | None
+    position: int
+
+
+async def awaiting_decision(
+    reads: ReadModels, awaiting: str | None, page: Page
+) -> list[QueueEntryRow]:
+    """A page of profiles awaiting a decision (any, or `approval` / `review` only), oldest
+    first (cursor: queued_position)."""
+    query = SQL(
+        "SELECT {} FROM moderation_queue WHERE awaiting IS NOT NULL"
+        " AND (%s::text IS NULL OR awaiting = %s) AND queued_position > %s"
+        " ORDER BY queued_position LIMIT %s"
+    ).format(columns(QueueEntryRow))
+    params = (awaiting, awaiting, page.position("queued_position"), page.fetch)
+    return await reads.all(QueueEntryRow, query, params)
+
+
+async def reports_of_profile(reads: ReadModels, profile_id: UUID, page: Page) -> list[ReportRow]:
+    """A page of the reports filed against a profile, oldest first (cursor: position)."""
+    query = SQL(
+        "SELECT {} FROM moderation_reports WHERE profile_id = %s AND position > %s"
+        " ORDER BY position LIMIT %s"
+    ).format(columns(ReportRow))
+    return await reads.all(ReportRow, query, (profile_id, page.position(), page.fetch))

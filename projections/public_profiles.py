@@ -5,6 +5,7 @@ Anonymous readers see only visible rows; owners see their own whatever the statu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -16,6 +17,7 @@ from psycopg.sql import SQL
 
 from aggregates.profiles import ProfileStatus, PublicProfile
 from projections.base import LedgerProjection, ProjectionView
+from projections.reads import ReadModels, columns
 
 
 class PublicProfilesView(ProjectionView):
@@ -173,3 +175,51 @@ class PublicProfiles(LedgerProjection[PublicProfilesView]):
     @process_event.register
     def _(self, event: PublicProfile.Withdrawn, tracking: Tracking) -> None:
         self.view.set_status(event.originator_id, ProfileStatus.WITHDRAWN, None, event.timestamp)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublicProfileRow:
+    """What anyone may see of a visible profile."""
+
+    profile_id: UUID
+    clone_id: UUID
+    display_name: str
+    bio: str
+    avatar_url: str | None
+    links: list[str]
+    approved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    """A profile as its owner sees it: any status, with the moderator's reason."""
+
+    profile_id: UUID
+    clone_id: UUID
+    owner_id: UUID
+    display_name: str
+    bio: str
+    avatar_url: str | None
+    links: list[str]
+    status: str
+    visible: bool
+    status_reason: str | None
+    submitted_at: datetime | None
+    approved_at: datetime | None
+    updated_at: datetime
+
+
+async def visible_profile(reads: ReadModels, profile_id: UUID) -> PublicProfileRow | None:
+    """The profile if it is public (approved and not hidden), else None."""
+    query = SQL("SELECT {} FROM public_profiles WHERE profile_id = %s AND visible").format(
+        columns(PublicProfileRow)
+    )
+    return await reads.one(PublicProfileRow, query, (profile_id,))
+
+
+async def profile_of_clone(reads: ReadModels, clone_id: UUID) -> ProfileRow | None:
+    query = SQL("SELECT {} FROM public_profiles WHERE clone_id = %s").format(columns(ProfileRow))
+    return await reads.one(ProfileRow, query, (clone_id,))

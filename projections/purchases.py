@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -14,6 +15,7 @@ from psycopg.sql import SQL
 
 from aggregates.purchases import Purchase
 from projections.base import LedgerProjection, ProjectionView
+from projections.reads import ReadModels, columns
 
 
 class PurchasesView(ProjectionView):
@@ -110,3 +112,25 @@ def pending_purchases(datastore: PostgresDatastore, limit: int = 500) -> list[UU
             (limit,),
         )
         return [row["purchase_id"] for row in cursor.fetchall()]
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseRow:
+    purchase_id: UUID
+    user_id: UUID
+    quote_id: UUID
+    tx_hash: str
+    status: str
+    reason: str | None
+    confirmations: int
+    paid_minor: int | None
+    submitted_at: datetime
+    updated_at: datetime
+
+
+async def purchase_by_id(reads: ReadModels, purchase_id: UUID) -> PurchaseRow | None:
+    query = SQL("SELECT {} FROM purchases WHERE purchase_id = %s").format(columns(PurchaseRow))
+    return await reads.one(PurchaseRow, query, (purchase_id,))

@@ -15,6 +15,7 @@ import orjson
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
+from projections.reads import ReadModels, columns
 from runtime.schema import LOG_NAME
 
 _TRIAL_BALANCE = "SELECT coalesce(sum(amount_minor), 0) AS total FROM ledger_entries"
@@ -110,13 +111,33 @@ def reconcile_and_record(datastore: PostgresDatastore) -> Reconciliation:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    trial_balance_minor: int
+    breaches: list[dict[str, Any]]
+    checked_at: datetime
+
+    def result(self) -> Reconciliation:
+        return Reconciliation(self.trial_balance_minor, list(self.breaches), self.checked_at)
+
+
+_LATEST = SQL("SELECT {} FROM reconciliation_checks ORDER BY checked_at DESC LIMIT 1").format(
+    columns(CheckRow)
+)
+
+
 def latest(datastore: PostgresDatastore) -> Reconciliation | None:
+    """The latest kept check (for the metrics scrape, which is not async)."""
     with datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM reconciliation_checks ORDER BY checked_at DESC LIMIT 1")
+        cursor.execute(_LATEST)
         row = cursor.fetchone()
-    if row is None:
-        return None
-    return Reconciliation(row["trial_balance_minor"], list(row["breaches"]), row["checked_at"])
+    return None if row is None else CheckRow(**row).result()
+
+
+async def latest_check(reads: ReadModels) -> Reconciliation | None:
+    """The latest kept check, for HTTP reads."""
+    row = await reads.one(CheckRow, _LATEST, ())
+    return None if row is None else row.result()
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,11 @@ from eventsourcing.persistence import Mapper
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL
 
 from projections.base import LedgerProjection, ProjectionView
 from projections.log import head_position
+from projections.reads import ReadModels, columns
 
 
 class ProjectionNotFoundError(LookupError):
@@ -174,3 +176,23 @@ class Projections:
             " stalled_error = NULL, stalled_since = NULL WHERE name = %s",
             (name,),
         )
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeatRow:
+    """A worker job's (or runner's) latest beat; `worker_heartbeats`, written by the worker."""
+
+    job: str
+    process: str
+    interval_seconds: float
+    beat_at: datetime
+    last_error: str | None
+
+
+async def worker_heartbeats(reads: ReadModels) -> list[WorkerHeartbeatRow]:
+    """Every job's latest beat, by job name."""
+    query = SQL("SELECT {} FROM worker_heartbeats ORDER BY job").format(columns(WorkerHeartbeatRow))
+    return await reads.all(WorkerHeartbeatRow, query, ())

@@ -7,8 +7,6 @@ same thing. Values are made JSON-safe here: money and ids as strings.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -16,24 +14,11 @@ from eventsourcing.application import AggregateNotFoundError
 
 from aggregates.errors import NotFoundError
 from projections.audit_log import split_topic
+from runtime.transcoder import jsonable
 from services.eventlog import EventLog
 
 _METADATA = ("actor", "correlation_id", "causation_id", "schema_version")
 _HIDDEN = ("originator_id", "originator_version", "timestamp", "originator_topic", *_METADATA)
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal | UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return jsonable(value.value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def history(event_log: EventLog, aggregate_id: UUID) -> list[dict[str, Any]]:

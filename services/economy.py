@@ -32,6 +32,7 @@ from aggregates.purchases import (
 )
 from runtime.clock import Clock
 from services.eventlog import EventLog, UnitOfWork, Written
+from services.jobs import job_context
 from services.ledger import post_transfer
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def revoke_entitlement(
 # re-checks pending ones; the node's answer is fetched outside any transaction and handed
 # to the command.
 
-DEPOSIT_POLLER = "worker:deposit-confirmations"
+DEPOSIT_JOB = "deposit_confirmations"
 
 
 def confirm(
@@ -267,11 +268,7 @@ class DepositConfirmations:
     def __call__(self) -> int:
         settled = 0
         for purchase_id in self.pending():
-            context = CommandContext(
-                actor=DEPOSIT_POLLER,
-                occurred_at=self.clock(),
-                correlation_id=f"poll-{purchase_id}",
-            )
+            context = job_context(DEPOSIT_JOB, self.clock, str(purchase_id))
             try:
                 state = confirm(self.event_log, context, self.node, self.policy, purchase_id)
             except Exception:

@@ -13,9 +13,10 @@ from pydantic import BaseModel
 
 from aggregates.base import CommandContext
 from api.auth import AdminUser
-from api.deps import ClockDep, EventLogDep, ServicesDep, command_context, wait_for
+from api.deps import ClockDep, EventLogDep, ReadsDep, command_context, wait_for
 from api.pagination import PageDep
 from api.schemas import Reason
+from projections import moderation_queue
 from services import cloning
 from services.cloning import ProfileState
 from services.eventlog import EventLog, Written
@@ -72,23 +73,19 @@ class ReportsPublic(BaseModel):
 @router.get(
     "/queue", operation_id="moderation_queue", dependencies=[Depends(wait_for("moderation_queue"))]
 )
-def queue(
+async def queue(
     admin: AdminUser,
-    services: ServicesDep,
+    reads: ReadsDep,
     page: PageDep,
     awaiting: Annotated[Literal["approval", "review"] | None, Query()] = None,
 ) -> QueuePublic:
     """Profiles awaiting a decision, oldest first: new or edited ones, and reported ones."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM moderation_queue WHERE awaiting IS NOT NULL"
-            " AND (%s::text IS NULL OR awaiting = %s) AND queued_position > %s"
-            " ORDER BY queued_position LIMIT %s",
-            (awaiting, awaiting, page.position("queued_position"), page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "queued_position")
+    rows, next_cursor = page.cut(
+        await moderation_queue.awaiting_decision(reads, awaiting, page), "queued_position"
+    )
     return QueuePublic(
-        items=[QueueEntryPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[QueueEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -97,18 +94,15 @@ def queue(
     operation_id="moderation_reports",
     dependencies=[Depends(wait_for("moderation_queue"))],
 )
-def reports(
-    profile_id: UUID, admin: AdminUser, services: ServicesDep, page: PageDep
+async def reports(
+    profile_id: UUID, admin: AdminUser, reads: ReadsDep, page: PageDep
 ) -> ReportsPublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM moderation_reports WHERE profile_id = %s AND position > %s"
-            " ORDER BY position LIMIT %s",
-            (profile_id, page.position(), page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    rows, next_cursor = page.cut(
+        await moderation_queue.reports_of_profile(reads, profile_id, page), "position"
+    )
     return ReportsPublic(
-        items=[ReportPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[ReportPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 

@@ -8,14 +8,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from psycopg.sql import SQL, Composed
 from pydantic import AwareDatetime, BaseModel
 
 from api.auth import require_admin_or_scope
-from api.deps import EventLogDep, ServicesDep, wait_for
+from api.deps import EventLogDep, ReadsDep, wait_for
 from api.pagination import PageDep
 from api.schemas import SearchText
-from projections.audit_chain import head_digest
+from projections import audit_chain, audit_log
 from services.audit import history, state_at
 
 router = APIRouter(
@@ -78,35 +77,16 @@ class AuditFilters(BaseModel):
     occurred_from: AwareDatetime | None = None
     occurred_to: AwareDatetime | None = None
 
-    def where(self, after: int) -> tuple[Composed, list[Any]]:
-        clauses = [SQL("position > %s")]
-        params: list[Any] = [after]
-        for column in ("aggregate_id", "aggregate_type", "event_type", "actor", "correlation_id"):
-            value = getattr(self, column)
-            if value is not None:
-                clauses.append(SQL(column + " = %s"))
-                params.append(value)
-        if self.occurred_from is not None:
-            clauses.append(SQL("occurred_at >= %s"))
-            params.append(self.occurred_from)
-        if self.occurred_to is not None:
-            clauses.append(SQL("occurred_at < %s"))
-            params.append(self.occurred_to)
-        return SQL(" AND ").join(clauses), params
-
 
 @router.get("/events", operation_id="audit_events", dependencies=[Depends(wait_for("audit_log"))])
-def audit_events(
-    services: ServicesDep, page: PageDep, filters: Annotated[AuditFilters, Query()]
+async def audit_events(
+    reads: ReadsDep, page: PageDep, filters: Annotated[AuditFilters, Query()]
 ) -> AuditEntriesPublic:
-    after = page.position()
-    where, params = filters.where(after)
-    query = SQL("SELECT * FROM audit_log WHERE {} ORDER BY position LIMIT %s").format(where)
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(query, [*params, page.fetch])
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    where = audit_log.AuditFilter(**filters.model_dump())
+    rows, next_cursor = page.cut(await audit_log.audit_entries(reads, where, page), "position")
     return AuditEntriesPublic(
-        items=[AuditEntryPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[AuditEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -132,9 +112,8 @@ def aggregate_state(
 
 
 @router.get("/digest", operation_id="audit_digest")
-def audit_digest(services: ServicesDep) -> DigestPublic:
-    with services.projections.datastore.get_connection() as conn:
-        digest = head_digest(conn)
+async def audit_digest(reads: ReadsDep) -> DigestPublic:
+    digest = await audit_chain.chain_head(reads)
     if digest is None:
         return DigestPublic(position=0, hash="", digest="0:")
     return DigestPublic(position=digest.position, hash=digest.hash.hex(), digest=str(digest))

@@ -5,9 +5,11 @@ Every route here answers someone else's clone with 404, exactly like a missing o
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
@@ -16,11 +18,22 @@ from pydantic import BaseModel
 from aggregates.clones import CloneDescription, CloneName
 from aggregates.profiles import ProfileDetails
 from aggregates.strategy_graph import GraphRules
-from api.auth import CurrentUser, owned_or_404
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.auth import CurrentUser, Principal, owned_or_404
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ReadsDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
 from api.pagination import PageDep
+from projections import clones, public_profiles
 from runtime.settings import Settings
 from services import cloning
+from services.bootstrap import Services
 
 router = APIRouter(prefix="/v1/clones", tags=["clones"])
 
@@ -177,8 +190,27 @@ def graph_rules(settings: Settings) -> GraphRules:
     )
 
 
-def summary(row: dict[str, Any]) -> CloneSummaryPublic:
-    return CloneSummaryPublic.model_validate({**row, "banned": row["ban_reason"] is not None})
+class Owned(Protocol):
+    @property
+    def owner_id(self) -> UUID: ...
+
+
+OwnedRow = TypeVar("OwnedRow", bound=Owned)
+
+
+async def owned(
+    services: Services,
+    projection: str,
+    read: Callable[[], Awaitable[OwnedRow | None]],
+    user: Principal,
+    what: str,
+) -> OwnedRow:
+    """One resource of the caller's, read through `found` (so what was just created is
+    there); someone else's is 404, exactly like a missing one."""
+    row = await found(services, projection, read)
+    owned_or_404(row.owner_id if row else None, user, what)
+    assert row is not None  # owned_or_404 refused a missing row
+    return row
 
 
 @router.post("", status_code=201, operation_id="clone_create")
@@ -210,55 +242,42 @@ def create_clone(
 
 
 @router.get("", operation_id="clones_list", dependencies=[Depends(wait_for("clones"))])
-def list_clones(
+async def list_clones(
     user: CurrentUser,
-    services: ServicesDep,
+    reads: ReadsDep,
     page: PageDep,
     status: Annotated[str | None, Query(pattern="^(active|archived)$")] = None,
 ) -> ClonesPublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM clones WHERE owner_id = %s AND position > %s"
-            " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s",
-            (user.user_id, page.position(), status, status, page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
-    return ClonesPublic(items=[summary(row) for row in rows], next_cursor=next_cursor)
+    rows, next_cursor = page.cut(
+        await clones.clones_of_owner(reads, user.user_id, status, page), "position"
+    )
+    return ClonesPublic(
+        items=[CloneSummaryPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get("/{clone_id}", operation_id="clone_get", dependencies=[Depends(wait_for("clones"))])
-def get_clone(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> CloneDetailPublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM clones WHERE clone_id = %s", (clone_id,))
-        row = cursor.fetchone()
-        owned_or_404(row["owner_id"] if row else None, user, f"clone {clone_id}")
-        cursor.execute(
-            "SELECT number, digest, saved_at FROM clone_drafts WHERE clone_id = %s"
-            " ORDER BY number DESC LIMIT %s",
-            (clone_id, DETAIL_LIMIT),
-        )
-        drafts = [DraftSummaryPublic.model_validate(r) for r in cursor.fetchall()]
-        cursor.execute(
-            "SELECT version_id, number, draft_number, published_at FROM clone_versions"
-            " WHERE clone_id = %s ORDER BY number DESC LIMIT %s",
-            (clone_id, DETAIL_LIMIT),
-        )
-        versions = [VersionSummaryPublic.model_validate(r) for r in cursor.fetchall()]
-    assert row is not None  # owned_or_404 refused a missing row
-    draft = None
-    if row["draft_graph"] is not None:
-        draft = CurrentDraftPublic(
-            number=row["draft_number"],
-            digest=row["draft_digest"],
-            saved_at=row["draft_saved_at"],
-            graph=row["draft_graph"],
-        )
+async def get_clone(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> CloneDetailPublic:
+    row = await owned(
+        services,
+        "clones",
+        lambda: clones.clone_by_id(services.reads, clone_id),
+        user,
+        f"clone {clone_id}",
+    )
+    drafts, versions = await asyncio.gather(
+        clones.latest_drafts(services.reads, clone_id, DETAIL_LIMIT),
+        clones.latest_versions(services.reads, clone_id, DETAIL_LIMIT),
+    )
     return CloneDetailPublic(
-        **summary(row).model_dump(),
-        ban_reason=row["ban_reason"],
-        draft=draft,
-        drafts=drafts,
-        versions=versions,
+        **CloneSummaryPublic.model_validate(row, from_attributes=True).model_dump(),
+        ban_reason=row.ban_reason,
+        draft=CurrentDraftPublic.model_validate(row.draft, from_attributes=True)
+        if row.draft
+        else None,
+        drafts=[DraftSummaryPublic.model_validate(d, from_attributes=True) for d in drafts],
+        versions=[VersionSummaryPublic.model_validate(v, from_attributes=True) for v in versions],
     )
 
 
@@ -357,21 +376,22 @@ def publish_version(
     operation_id="clone_versions_list",
     dependencies=[Depends(wait_for("clones"))],
 )
-def list_versions(
+async def list_versions(
     clone_id: UUID, user: CurrentUser, services: ServicesDep, page: PageDep
 ) -> VersionsPublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT owner_id FROM clones WHERE clone_id = %s", (clone_id,))
-        row = cursor.fetchone()
-        owned_or_404(row["owner_id"] if row else None, user, f"clone {clone_id}")
-        cursor.execute(
-            "SELECT * FROM clone_versions WHERE clone_id = %s AND position > %s"
-            " ORDER BY position LIMIT %s",
-            (clone_id, page.position(), page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    await owned(
+        services,
+        "clones",
+        lambda: clones.clone_owner(services.reads, clone_id),
+        user,
+        f"clone {clone_id}",
+    )
+    rows, next_cursor = page.cut(
+        await clones.versions_of_clone(services.reads, clone_id, page), "position"
+    )
     return VersionsPublic(
-        items=[VersionPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[VersionPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -401,10 +421,13 @@ def submit_profile(
     operation_id="clone_profile_get",
     dependencies=[Depends(wait_for("public_profiles"))],
 )
-def get_profile(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> OwnProfilePublic:
+async def get_profile(clone_id: UUID, user: CurrentUser, services: ServicesDep) -> OwnProfilePublic:
     """The clone's profile as its owner sees it: any status, with the moderator's reason."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM public_profiles WHERE clone_id = %s", (clone_id,))
-        row = cursor.fetchone()
-    owned_or_404(row["owner_id"] if row else None, user, f"profile of clone {clone_id}")
-    return OwnProfilePublic.model_validate(row)
+    row = await owned(
+        services,
+        "public_profiles",
+        lambda: public_profiles.profile_of_clone(services.reads, clone_id),
+        user,
+        f"profile of clone {clone_id}",
+    )
+    return OwnProfilePublic.model_validate(row, from_attributes=True)

@@ -10,19 +10,37 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from aggregates.ledger import USDC_DECIMALS, user_account
 from aggregates.purchases import InvalidIdempotencyKeyError
 from api.auth import CurrentUser, owned_or_404
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ReadsDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
 from api.pagination import PageDep
+from projections import entitlements, ledger, purchases
 from services import economy
 
 router = APIRouter(tags=["economy"])
 
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _minor_text(value: object) -> object:
+    return str(value) if isinstance(value, int) else value
+
+
+MinorText = Annotated[str, BeforeValidator(_minor_text)]
+"""An amount in minor units, as text (JSON numbers lose precision past 2**53)."""
 
 
 class QuotePublic(BaseModel):
@@ -62,7 +80,7 @@ class PurchasePublic(BaseModel):
     status: str
     reason: str | None
     confirmations: int
-    paid_minor: str | None
+    paid_minor: MinorText | None
     submitted_at: datetime
     updated_at: datetime
 
@@ -85,7 +103,7 @@ class EntitlementsPublic(BaseModel):
 class LedgerEntryPublic(BaseModel):
     transfer_id: UUID
     counterparty: str
-    amount_minor: str
+    amount_minor: MinorText
     cause: str
     position: int
     posted_at: datetime
@@ -173,15 +191,14 @@ def create_purchase(
     operation_id="economy_purchase_get",
     dependencies=[Depends(wait_for("purchases"))],
 )
-def get_purchase(purchase_id: UUID, user: CurrentUser, services: ServicesDep) -> PurchasePublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM purchases WHERE purchase_id = %s", (purchase_id,))
-        row = cursor.fetchone()
-    owned_or_404(row["user_id"] if row else None, user, f"purchase {purchase_id}")
-    assert row is not None
-    return PurchasePublic.model_validate(
-        {**row, "paid_minor": None if row["paid_minor"] is None else str(row["paid_minor"])}
+async def get_purchase(
+    purchase_id: UUID, user: CurrentUser, services: ServicesDep
+) -> PurchasePublic:
+    row = await found(
+        services, "purchases", lambda: purchases.purchase_by_id(services.reads, purchase_id)
     )
+    owned_or_404(row.user_id if row else None, user, f"purchase {purchase_id}")
+    return PurchasePublic.model_validate(row, from_attributes=True)
 
 
 @router.get(
@@ -189,20 +206,17 @@ def get_purchase(purchase_id: UUID, user: CurrentUser, services: ServicesDep) ->
     operation_id="entitlements_list",
     dependencies=[Depends(wait_for("entitlements"))],
 )
-def list_entitlements(
-    user: CurrentUser, services: ServicesDep, page: PageDep
+async def list_entitlements(
+    user: CurrentUser, reads: ReadsDep, page: PageDep
 ) -> EntitlementsPublic:
-    after = page.moment("granted_at"), page.identifier("entitlement_id")
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM entitlements WHERE user_id = %s AND (%s::timestamptz IS NULL"
-            " OR (granted_at, entitlement_id) > (%s::timestamptz, %s::uuid))"
-            " ORDER BY granted_at, entitlement_id LIMIT %s",
-            (user.user_id, after[0], after[0], after[1], page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "granted_at", "entitlement_id")
+    rows, next_cursor = page.cut(
+        await entitlements.entitlements_of_user(reads, user.user_id, page),
+        "granted_at",
+        "entitlement_id",
+    )
     return EntitlementsPublic(
-        items=[EntitlementPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[EntitlementPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -211,27 +225,16 @@ def list_entitlements(
     operation_id="ledger_account_me",
     dependencies=[Depends(wait_for("ledger"))],
 )
-def my_ledger_account(
-    user: CurrentUser, services: ServicesDep, page: PageDep
+async def my_ledger_account(
+    user: CurrentUser, reads: ReadsDep, page: PageDep
 ) -> LedgerAccountPublic:
     account = user_account(user.user_id)
-    after = page.position()
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT balance_minor FROM ledger_balances WHERE account = %s", (account,))
-        balance_row = cursor.fetchone()
-        cursor.execute(
-            "SELECT * FROM ledger_entries WHERE account = %s AND position > %s ORDER BY position, transfer_id LIMIT %s",
-            (account, after, page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
-    balance = int(balance_row["balance_minor"]) if balance_row else 0
+    balance = await ledger.balance_of(reads, account)
+    rows, next_cursor = page.cut(await ledger.entries_of_account(reads, account, page), "position")
     return LedgerAccountPublic(
         account=account,
         balance_minor=str(balance),
         balance=as_usdc(balance),
-        entries=[
-            LedgerEntryPublic.model_validate({**row, "amount_minor": str(row["amount_minor"])})
-            for row in rows
-        ],
+        entries=[LedgerEntryPublic.model_validate(row, from_attributes=True) for row in rows],
         next_cursor=next_cursor,
     )

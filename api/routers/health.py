@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from api.auth import require_admin_or_scope
-from api.deps import ClockDep, ServicesDep
-from projections import reconciliation
+from api.deps import ClockDep, ReadsDep, ServicesDep
+from projections import reconciliation, state
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
@@ -53,9 +53,8 @@ class ReconciliationPublic(BaseModel):
 
 
 @router.get("", operation_id="health")
-def health(services: ServicesDep) -> HealthPublic:
-    head = services.event_log.recorder.max_notification_id() or 0
-    return HealthPublic(status="ok", head_position=head)
+async def health(reads: ReadsDep) -> HealthPublic:
+    return HealthPublic(status="ok", head_position=await reads.head())
 
 
 @router.get("/projections", operation_id="health_projections")
@@ -78,24 +77,21 @@ def projections_health(services: ServicesDep) -> list[ProjectionHealthPublic]:
 
 
 @router.get("/workers", operation_id="health_workers")
-def workers_health(services: ServicesDep, clock: ClockDep) -> list[WorkerHealthPublic]:
+async def workers_health(reads: ReadsDep, clock: ClockDep) -> list[WorkerHealthPublic]:
     now = clock()
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM worker_heartbeats ORDER BY job")
-        rows = cursor.fetchall()
     workers = []
-    for row in rows:
-        age = (now - row["beat_at"]).total_seconds()
-        late = age > LATE_AFTER_INTERVALS * row["interval_seconds"]
+    for row in await state.worker_heartbeats(reads):
+        age = (now - row.beat_at).total_seconds()
+        late = age > LATE_AFTER_INTERVALS * row.interval_seconds
         workers.append(
             WorkerHealthPublic(
-                job=row["job"],
-                process=row["process"],
-                beat_at=row["beat_at"],
-                interval_seconds=row["interval_seconds"],
+                job=row.job,
+                process=row.process,
+                beat_at=row.beat_at,
+                interval_seconds=row.interval_seconds,
                 age_seconds=max(age, 0.0),
                 status="late" if late else "alive",
-                last_error=row["last_error"],
+                last_error=row.last_error,
             )
         )
     return workers
@@ -107,9 +103,9 @@ def workers_health(services: ServicesDep, clock: ClockDep) -> list[WorkerHealthP
     # Breaches name user accounts and balances: auditors and admins only.
     dependencies=[Depends(require_admin_or_scope("audit:read"))],
 )
-def reconciliation_health(services: ServicesDep) -> ReconciliationPublic:
+async def reconciliation_health(reads: ReadsDep) -> ReconciliationPublic:
     """The latest ledger reconciliation: `failing` when any check was breached."""
-    result = reconciliation.latest(services.projections.datastore)
+    result = await reconciliation.latest_check(reads)
     if result is None:
         return ReconciliationPublic(
             status="unknown", checked_at=None, trial_balance_minor=None, breaches=[]

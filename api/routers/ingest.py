@@ -10,10 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, TypeAdapter
 
-from api.deps import ClockDep, ServicesDep
+from api.deps import ClockDep, ReadsDep, SettingsDep
 from api.pagination import PageDep
-from ingest.channels import Channel, ChannelNotFoundError, catalog
-from ingest.health import Health, read_health
+from ingest import channels
+from ingest.channels import Channel, ChannelNotFoundError, ChannelValueRow, catalog
+from ingest.health import Health, health_report
 from ingest.ingestion import watched
 
 router = APIRouter(tags=["ingest"])
@@ -68,6 +69,10 @@ class IngestionHealthPublic(BaseModel):
 ChannelName = Annotated[str, Path(max_length=200, description="e.g. hyperliquid.BTC.return_1h")]
 
 
+def value_public(row: ChannelValueRow) -> ChannelValuePublic:
+    return ChannelValuePublic(time=row.observed_at, value=row.value)
+
+
 def channel_public(channel: Channel, latest: ChannelValuePublic | None) -> ChannelPublic:
     window = channel.feature.window
     return ChannelPublic(
@@ -85,36 +90,26 @@ def channel_public(channel: Channel, latest: ChannelValuePublic | None) -> Chann
 
 
 @router.get("/v1/ingest/channels", operation_id="ingest_channels")
-def list_channels(services: ServicesDep) -> list[ChannelPublic]:
+async def list_channels(reads: ReadsDep, settings: SettingsDep) -> list[ChannelPublic]:
     """Every feature channel the settings define, with the schema and latest value."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT ON (channel) channel, observed_at, value FROM feature_values"
-            " ORDER BY channel, observed_at DESC"
-        )
-        latest = {
-            row["channel"]: ChannelValuePublic(time=row["observed_at"], value=row["value"])
-            for row in cursor.fetchall()
-        }
-    return [channel_public(c, latest.get(c.name)) for c in catalog(services.settings)]
+    latest = {row.channel: value_public(row) for row in await channels.latest_values(reads)}
+    return [channel_public(c, latest.get(c.name)) for c in catalog(settings)]
 
 
 @router.get("/v1/ingest/channels/{name}/values", operation_id="ingest_channel_values")
-def channel_values(name: ChannelName, services: ServicesDep, page: PageDep) -> ChannelValuesPublic:
+async def channel_values(
+    name: ChannelName, reads: ReadsDep, settings: SettingsDep, page: PageDep
+) -> ChannelValuesPublic:
     """A channel's stored values, newest first."""
-    if name not in {c.name for c in catalog(services.settings)}:
+    if name not in {c.name for c in catalog(settings)}:
         raise ChannelNotFoundError(f"no feature channel named {name!r}")
-    before = page.moment("observed_at")
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT observed_at, value FROM feature_values WHERE channel = %s"
-            " AND (%s::timestamptz IS NULL OR observed_at < %s)"
-            " ORDER BY observed_at DESC LIMIT %s",
-            (name, before, before, page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "observed_at")
-    items = [ChannelValuePublic(time=r["observed_at"], value=r["value"]) for r in rows]
-    return ChannelValuesPublic(channel=name, items=items, next_cursor=next_cursor)
+    rows, next_cursor = page.cut(
+        await channels.channel_values(reads, name, page.moment("observed_at"), page.fetch),
+        "observed_at",
+    )
+    return ChannelValuesPublic(
+        channel=name, items=[value_public(row) for row in rows], next_cursor=next_cursor
+    )
 
 
 def status_public(health: Health) -> IngestionStatusPublic:
@@ -134,13 +129,14 @@ def status_public(health: Health) -> IngestionStatusPublic:
 
 
 @router.get("/v1/health/ingestion", operation_id="health_ingestion", tags=["health"])
-def ingestion_health(services: ServicesDep, clock: ClockDep) -> IngestionHealthPublic:
+async def ingestion_health(
+    reads: ReadsDep, settings: SettingsDep, clock: ClockDep
+) -> IngestionHealthPublic:
     """Per source and per channel: last success, last error, staleness against the cadence,
     and `ok`, `stale` (nothing new for 3 cadences) or `failing` (the latest attempt failed)."""
-    with services.projections.datastore.transaction() as cursor:
-        report = read_health(cursor, watched(services.settings), clock())
+    report = await health_report(reads, watched(settings), clock())
     return IngestionHealthPublic(
-        mode=services.settings.ingest_mode,
+        mode=settings.ingest_mode,
         sources=[status_public(h) for h in report if h.kind == "source"],
         channels=[status_public(h) for h in report if h.kind == "channel"],
     )

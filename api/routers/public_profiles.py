@@ -11,7 +11,16 @@ from pydantic import BaseModel
 from aggregates.errors import NotFoundError
 from aggregates.profiles import ReportDetails
 from api.auth import CurrentUser
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
+from projections import public_profiles
 from services import cloning
 
 router = APIRouter(prefix="/v1/public/profiles", tags=["public profiles"])
@@ -42,16 +51,16 @@ class ReportWrittenPublic(BaseModel):
     operation_id="public_profile_get",
     dependencies=[Depends(wait_for("public_profiles"))],
 )
-def get_profile(profile_id: UUID, services: ServicesDep) -> PublicProfilePublic:
+async def get_profile(profile_id: UUID, services: ServicesDep) -> PublicProfilePublic:
     """Anonymous: an approved profile that is not hidden; anything else is 404."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM public_profiles WHERE profile_id = %s AND visible", (profile_id,)
-        )
-        row = cursor.fetchone()
+    row = await found(
+        services,
+        "public_profiles",
+        lambda: public_profiles.visible_profile(services.reads, profile_id),
+    )
     if row is None:
         raise NotFoundError(f"profile {profile_id} not found")
-    return PublicProfilePublic.model_validate(row)
+    return PublicProfilePublic.model_validate(row, from_attributes=True)
 
 
 @router.post("/{profile_id}/reports", status_code=201, operation_id="public_profile_report")

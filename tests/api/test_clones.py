@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from projections.paging import encode_cursor
+from scripts.worker import Worker
 from services.bootstrap import Services
 from tests.support.clones import (
     configure,
@@ -24,6 +26,36 @@ from tests.support.wallets import sign_in
 
 def publish(client: TestClient, user: Any, clone_id: str) -> Any:
     return client.post(f"/v1/clones/{clone_id}/versions", headers=user.headers)
+
+
+@pytest.fixture
+def worker(services: Services) -> Iterator[Worker]:
+    """The projections followed live in background threads, as in production: a read right
+    after a command races the runner instead of finding everything caught up."""
+    running = Worker(services)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_clone_just_created_is_never_a_false_404(
+    client: TestClient, services: Services, worker: Worker
+) -> None:
+    owners = [sign_in(client) for _ in range(10)]  # five active clones each, the limit
+    behind = 0
+
+    for attempt in range(50):
+        owner = owners[attempt % len(owners)]
+        created = client.post("/v1/clones", json={"name": f"LIVE-{attempt}"}, headers=owner.headers)
+        assert created.status_code == 201, created.text
+        clone_id, position = created.json()["clone_id"], created.json()["position"]
+        behind += services.projections.position("clones") < position
+
+        response = client.get(f"/v1/clones/{clone_id}", headers=owner.headers)
+
+        assert response.status_code == 200, (attempt, response.text)
+        assert response.json()["name"] == f"LIVE-{attempt}"
+    assert behind > 0, "the projection kept up every time: this test raced nothing"
 
 
 def test_create_save_drafts_and_publish(client: TestClient, services: Services) -> None:
@@ -244,3 +276,26 @@ def test_a_forged_cursor_is_a_problem(client: TestClient) -> None:
     response = client.get("/v1/clones", params={"cursor": forged}, headers=owner.headers)
 
     assert_problem(response, 422, "invalid-cursor")
+
+
+def test_another_users_cursor_shows_none_of_their_clones(
+    client: TestClient, services: Services
+) -> None:
+    owner, other = sign_in(client), sign_in(client)
+    owners = {create_clone(client, owner, name) for name in ("A", "B", "C")}
+    mine = create_clone(client, other, "MINE")
+    catch_up(services)
+    cursor = client.get("/v1/clones", params={"limit": 1}, headers=owner.headers).json()[
+        "next_cursor"
+    ]
+    # The owner's cursor replayed, and one that names the owner outright.
+    forged = encode_cursor({"position": 0, "owner_id": owner.user_id, "user_id": owner.user_id})
+
+    replayed = [
+        client.get("/v1/clones", params={"cursor": c}, headers=other.headers).json()
+        for c in (cursor, forged)
+    ]
+
+    seen = {clone["clone_id"] for page in replayed for clone in page["items"]}
+    assert cursor is not None and not seen & owners
+    assert {c["clone_id"] for c in replayed[1]["items"]} == {mine}

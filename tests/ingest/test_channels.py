@@ -90,7 +90,7 @@ def values(services: Services) -> dict[str, tuple[datetime, Decimal]]:
 def ingest_known_series(ingestion: Ingestion, services: Services, servers: Servers) -> int:
     serve_known_series(servers)
     for round_ in (ingestion.hyperliquid, ingestion.polymarket, ingestion.defillama):
-        assert round_(services).error is None
+        assert round_().error is None
     return ingestion.channels()
 
 
