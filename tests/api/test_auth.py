@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from aggregates.sign_in import sign_in_message
 from api.routers.auth import expectations
 from api.tokens import AccessClaims, AccessTokens
 from runtime.clock import FixedClock
+from scripts.worker import Worker
 from services.bootstrap import Services
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN
 from tests.support.http import assert_problem, bearer
@@ -54,6 +56,31 @@ def test_sign_in_refresh_and_logout(client: TestClient, services: Services) -> N
     )
     assert logged_out.status_code == 200
     assert_problem(after_logout, 401, "refresh-token-invalid")
+
+
+@pytest.fixture
+def worker(services: Services) -> Iterator[Worker]:
+    """The projections followed live in background threads, as in production."""
+    running = Worker(services)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_who_just_signed_in_is_never_a_false_404(
+    client: TestClient, services: Services, worker: Worker
+) -> None:
+    behind = 0
+
+    for attempt in range(20):
+        signed_in = sign_in(client)  # a fresh wallet: a user registered just now
+        behind += services.projections.position("users") < signed_in.position
+
+        response = client.get("/v1/me", headers=signed_in.headers)
+
+        assert response.status_code == 200, (attempt, response.text)
+        assert response.json()["id"] == signed_in.user_id
+    assert behind > 0, "the projection kept up every time: this test raced nothing"
 
 
 def test_the_same_wallet_is_the_same_user(client: TestClient) -> None:
@@ -410,3 +437,40 @@ def test_sign_in_is_rate_limited(client: TestClient) -> None:
     assert statuses == [201, 201, 201, 429]
     assert_problem(limited, 429, "rate-limited")
     assert int(limited.headers["retry-after"]) >= 1
+
+
+# --- mutation gaps: the nonce's wallet and the token's issuer ------------------------------
+
+
+def test_a_nonce_issued_to_another_wallet_is_401(client: TestClient, clock: FixedClock) -> None:
+    owner, thief = new_wallet(), new_wallet()
+    nonce = request_nonce(client, owner)["nonce"]
+    # The thief's own, correctly signed message, carrying the nonce issued to `owner`.
+    message = sign_in_message(
+        expectations(client.app.state.services.settings),  # type: ignore[attr-defined]
+        thief.address,
+        nonce,
+        clock(),
+        clock() + timedelta(minutes=5),
+    )
+
+    assert_problem(verify(client, message, sign(thief, message)), 401, "siwe-nonce-unknown")
+    # The nonce is untouched: its own wallet still signs in with it.
+    owners = sign_in_message(
+        expectations(client.app.state.services.settings),  # type: ignore[attr-defined]
+        owner.address,
+        nonce,
+        clock(),
+        clock() + timedelta(minutes=5),
+    )
+    assert verify(client, owners, sign(owner, owners)).status_code == 200
+
+
+def test_an_access_token_from_another_issuer_is_401(client: TestClient) -> None:
+    token = sign_in(client).access_token
+
+    response = client.get(
+        "/v1/sessions", headers=bearer(forged(client, token, claims={"iss": "someone-else"}))
+    )
+
+    assert_problem(response, 401, "access-token-invalid")

@@ -316,3 +316,46 @@ def test_pointers_escape_slashes_and_tildes() -> None:
     graph = full_graph(ret={"a/b~c": 1})
 
     assert violations(graph) == [(Rule.PARAMETER_INVALID.value, "/nodes/0/a~1b~0c")]
+
+
+# --- mutation gaps: what a refusal tells the client, and the size limits' edges -------------
+
+
+def rejected(graph: Any, rules: Any = RULES) -> StrategyGraphRejectedError:
+    with pytest.raises(StrategyGraphRejectedError) as raised:
+        check_graph(graph, rules)
+    return raised.value
+
+
+def test_a_refusal_lists_each_violation_as_a_problem_error_and_names_the_first() -> None:
+    error = rejected([])
+
+    assert error.problem_errors == [
+        {"rule": "graph-malformed", "pointer": "", "detail": "a strategy graph is a JSON object"}
+    ]
+    assert str(error) == "a strategy graph is a JSON object (at /)"
+    assert error.code == "graph-malformed"
+
+
+def test_a_graph_at_the_size_limits_passes_and_one_more_is_refused_with_the_counts() -> None:
+    graph = full_graph()
+    nodes, edges = len(graph["nodes"]), len(graph["edges"])
+    at_limit = replace(RULES, max_nodes=nodes, max_edges=edges)
+    below = replace(RULES, max_nodes=nodes - 1, max_edges=edges - 1)
+
+    check_graph(graph, at_limit)
+    error = rejected(graph, below)
+
+    assert error.problem_errors == [
+        {
+            "rule": "too-many-nodes",
+            "pointer": "/nodes",
+            "detail": f"{nodes} nodes; at most {nodes - 1} are allowed",
+        },
+        {
+            "rule": "too-many-edges",
+            "pointer": "/edges",
+            "detail": f"{edges} edges; at most {edges - 1} are allowed",
+        },
+    ]
+    assert str(error) == f"{nodes} nodes; at most {nodes - 1} are allowed (at /nodes)"
