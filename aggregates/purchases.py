@@ -41,6 +41,7 @@ class Reason(StrEnum):
     WRONG_RECIPIENT = "wrong-recipient"
     WRONG_SENDER = "wrong-sender"
     AMOUNT_TOO_LOW = "amount-too-low"
+    TX_BEFORE_QUOTE = "tx-before-quote"
     QUOTE_EXPIRED = "quote-expired"
 
 
@@ -89,6 +90,12 @@ class AuditionQuote(LedgerAggregate):
         self.chain_id = chain_id
         self.treasury_address = treasury_address
         self.expires_at = expires_at
+
+    @property
+    def issued_at(self) -> datetime:
+        """When the quote was made: the time of the command that created it."""
+        created_on: datetime = self.created_on
+        return created_on
 
 
 class TxClaim(LedgerAggregate):
@@ -156,11 +163,24 @@ class DepositObservation:
 
 
 @dataclass(frozen=True)
+class Payment:
+    """What a transaction paid the treasury: every qualifying Transfer log, summed."""
+
+    value_minor: int
+    log_indexes: tuple[int, ...]
+
+    @property
+    def log_index(self) -> int:
+        """The first log counted (what a `Verified` event records beside the sum)."""
+        return self.log_indexes[0]
+
+
+@dataclass(frozen=True)
 class Assessment:
     status: PurchaseStatus
     reason: Reason | None
     confirmations: int = 0
-    paid: TransferLog | None = None
+    paid: Payment | None = None
 
 
 def assess(
@@ -196,6 +216,9 @@ def assess(
     rejection, paid = _match_transfer(observation.transfers, quote)
     if rejection is not None:
         return Assessment(PurchaseStatus.REJECTED, rejection, confirmations)
+    # Block times are whole seconds: a transfer in the second the quote was made counts.
+    if observation.block_time < quote.issued_at.replace(microsecond=0):
+        return Assessment(PurchaseStatus.REJECTED, Reason.TX_BEFORE_QUOTE, confirmations)
     if observation.block_time > quote.expires_at:
         return Assessment(PurchaseStatus.REJECTED, Reason.QUOTE_EXPIRED, confirmations)
     return Assessment(PurchaseStatus.VERIFIED, None, confirmations, paid)
@@ -208,8 +231,9 @@ def _uncertain(reason: Reason, timed_out: bool) -> Assessment:
 
 def _match_transfer(
     transfers: list[TransferLog], quote: AuditionQuote
-) -> tuple[Reason | None, TransferLog | None]:
-    """The USDC transfer from the payer to the treasury, or the most telling reason why not."""
+) -> tuple[Reason | None, Payment | None]:
+    """Every USDC transfer from the payer to the treasury in the transaction, summed (each
+    log once, by its index), or the most telling reason why none pays the quote."""
     usdc = [t for t in transfers if t.token.lower() == quote.token_contract.lower()]
     if not usdc:
         return Reason.WRONG_TOKEN, None
@@ -219,10 +243,14 @@ def _match_transfer(
     from_payer = [t for t in to_treasury if t.sender.lower() == quote.payer.lower()]
     if not from_payer:
         return Reason.WRONG_SENDER, None
-    best = max(from_payer, key=lambda t: t.value_minor)
-    if best.value_minor < quote.amount_minor:
+    counted = {t.log_index: t for t in reversed(from_payer)}  # a repeated index counts once
+    paid = Payment(
+        value_minor=sum(t.value_minor for t in counted.values()),
+        log_indexes=tuple(sorted(counted)),
+    )
+    if paid.value_minor < quote.amount_minor:
         return Reason.AMOUNT_TOO_LOW, None
-    return None, best
+    return None, paid
 
 
 class Purchase(LedgerAggregate):

@@ -8,19 +8,48 @@ follower would skip it. This recorder calls `pumpparty_insert_events` (schema st
 the same EXCLUSIVE lock and NOTIFY as the default path, then the insert, as a single
 autocommit statement. The lock is held until that statement's commit, so positions still
 commit in order, and a save is one round trip of any size.
+
+Snapshots are not in the hash chain, and the service role may insert them (never change
+them): so each carries an HMAC-SHA256 seal under a key the database never sees
+(`PUMPPARTY_SNAPSHOT_KEY`, or one kept in the data dir). A snapshot whose seal fails (one
+written by anyone holding only database credentials, or under another key) is not used:
+the aggregate is rebuilt from an older snapshot or from its events, which are chained.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import os
+import secrets
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
+
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
 
 INSERT_FUNCTION = "pumpparty_insert_events"
+SNAPSHOT_KEY_ENV = "SNAPSHOT_SEAL_KEY_HEX"
+"""Where the event log's environment carries the seal key (hex) to the factory."""
 
 
 class OrderedAppendRecorder(PostgresApplicationRecorder):
@@ -45,3 +74,155 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(self.insert_function_call, (rows,), prepare=True)
             return [row[INSERT_FUNCTION] for row in cursor.fetchall()]
+
+
+def snapshot_key(settings: Settings) -> bytes:
+    """The configured key, or a random one made once and kept in the data dir."""
+    if settings.snapshot_key is not None:
+        return settings.snapshot_key.get_secret_value().encode()
+    path = settings.data_dir / "snapshot-key"
+    if not path.exists():
+        _create_secret_file(path)
+    return path.read_text().strip().encode()
+
+
+def _create_secret_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first: use theirs
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+
+
+class SealedSnapshotRecorder(PostgresAggregateRecorder):
+    """The snapshots table, each row sealed (`mac`, schema step 50) and checked on load."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str, key: bytes) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.key = key
+        table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(events_table_name))
+        # A snapshot already there (the same one, taken by a racing process) is kept.
+        self.insert_sealed = SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state, mac)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[])"
+            " ON CONFLICT DO NOTHING"
+        ).format(table)
+        self.select_sealed = SQL(
+            "SELECT originator_id, originator_version, topic, state, mac FROM {}"
+            " WHERE originator_id = %s"
+        ).format(table)
+
+    def seal(self, event: StoredEvent) -> bytes:
+        topic = event.topic.encode()
+        message = b"".join(
+            [
+                UUID(str(event.originator_id)).bytes,
+                event.originator_version.to_bytes(8, "big", signed=True),
+                len(topic).to_bytes(4, "big"),
+                topic,
+                event.state,
+            ]
+        )
+        return hmac.new(self.key, message, hashlib.sha256).digest()
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if stored_events:
+            columns = (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+                [self.seal(e) for e in stored_events],
+            )
+            with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(self.insert_sealed, columns)
+        return None
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """Only snapshots whose seal holds; past one that fails, look further on."""
+        found: list[StoredEvent] = []
+        while True:
+            wanted = None if limit is None else limit - len(found)
+            rows = self._select(originator_id, gt=gt, lte=lte, desc=desc, limit=wanted)
+            for event, mac in rows:
+                if mac is not None and hmac.compare_digest(bytes(mac), self.seal(event)):
+                    found.append(event)
+                else:
+                    log.warning(
+                        "snapshot of %s at version %d is not sealed with our key: not used",
+                        event.originator_id,
+                        event.originator_version,
+                    )
+            if wanted is None or len(rows) < wanted or len(found) >= (limit or 0):
+                return found
+            last = rows[-1][0].originator_version
+            lte, gt = (last - 1, gt) if desc else (lte, last)
+
+    def _select(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[tuple[StoredEvent, bytes | None]]:
+        statement: Composed = self.select_sealed
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            statement += SQL(" AND originator_version > %s")
+            params.append(gt)
+        if lte is not None:
+            statement += SQL(" AND originator_version <= %s")
+            params.append(lte)
+        statement += SQL(
+            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version"
+        )
+        if limit is not None:
+            statement += SQL(" LIMIT %s")
+            params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(statement, params, prepare=True)
+            return [
+                (
+                    StoredEvent(
+                        originator_id=row["originator_id"],
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=bytes(row["state"]),
+                    ),
+                    row["mac"],
+                )
+                for row in cursor.fetchall()
+            ]
+
+
+class LedgerFactory(PostgresFactory):
+    """The library's PostgreSQL factory, with sealed snapshots."""
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        if purpose != "snapshots":
+            return super().aggregate_recorder(purpose)
+        key_hex = self.env.get(SNAPSHOT_KEY_ENV)
+        # Without a key, one for this process only: its snapshots are simply never reused.
+        key = bytes.fromhex(key_hex) if key_hex else secrets.token_bytes(32)
+        recorder = SealedSnapshotRecorder(
+            self.datastore, events_table_name=f"{self.env.name.lower()}_snapshots", key=key
+        )
+        if self.env_create_table():
+            recorder.create_table()
+        return recorder

@@ -1,22 +1,44 @@
 """The database schema beyond the library's own tables, applied in numbered steps.
 
-`pumpparty migrate` runs `migrate()`: the library creates the events and snapshots
-tables, then each step not yet recorded in `schema_migrations` runs in its own
-transaction, under an advisory lock so two processes never migrate at once.
+`pumpparty migrate` runs `migrate()` as the log's owner: the library creates the events
+and snapshots tables, then each step not yet recorded in `schema_migrations` runs in its
+own transaction, under an advisory lock so two processes never migrate at once. Then
+`secure_service_role` makes sure the role the service runs as exists and may do exactly
+what `LOG_GRANTS` and `WORKING_STATE` say, on every run (grants are idempotent).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.sql import SQL, Identifier, Literal
 
 log = logging.getLogger(__name__)
 
 LOG_NAME = "PumpParty"
 """The one log: the event-store application's name, which the library turns into table names."""
 EVENTS_TABLE = f"{LOG_NAME.lower()}_events"
+SNAPSHOTS_TABLE = f"{LOG_NAME.lower()}_snapshots"
 _MIGRATION_LOCK = 7_041_001
+
+LOG_GRANTS: dict[str, str] = {
+    EVENTS_TABLE: "SELECT, INSERT (originator_id, originator_version, topic, state)",
+    SNAPSHOTS_TABLE: "SELECT, INSERT",
+    "audit_chain": "SELECT",
+    "audit_digests": "SELECT, INSERT",
+    "schema_migrations": "SELECT",
+}
+"""The log and its evidence, owned by the owner: all the service role may do with them.
+No UPDATE, DELETE or TRUNCATE, and as it owns none of them it cannot disable or drop their
+triggers; the chain is written only by the owner's `extend_audit_chain` (SECURITY DEFINER).
+A new table that must not change belongs here."""
+WORKING_STATE = "SELECT, INSERT, UPDATE, DELETE"
+"""What the service may do with every other table a step creates (projection state,
+heartbeats, market data, ingestion health, reconciliation results): its working state,
+derived or fetched again, never the record. Projection tables it creates and owns itself."""
 
 STEPS: list[tuple[int, str, str]] = [
     (
@@ -154,6 +176,75 @@ STEPS: list[tuple[int, str, str]] = [
             trial_balance_minor bigint NOT NULL,
             breaches jsonb NOT NULL
         );
+        """,
+    ),
+    (
+        50,
+        "two roles: the chain and appends run as the owner; snapshots append-only and sealed",
+        f"""
+        -- The service role may not write the chain: the trigger writes it as the owner.
+        -- A fixed search_path and qualified names: nothing the caller creates (a temp
+        -- table, a function overload in public) can stand in for what this function uses.
+        CREATE OR REPLACE FUNCTION extend_audit_chain() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        DECLARE previous bytea;
+        BEGIN
+            SELECT hash INTO previous FROM public.audit_chain ORDER BY position DESC LIMIT 1;
+            INSERT INTO public.audit_chain (position, hash) VALUES (
+                NEW.notification_id,
+                sha256(
+                    coalesce(previous, '\\x'::bytea)
+                    || int8send(NEW.notification_id)
+                    || uuid_send(NEW.originator_id)
+                    || int8send(NEW.originator_version)
+                    || int4send(octet_length(NEW.topic))
+                    || convert_to(NEW.topic, 'UTF8')
+                    || NEW.state
+                )
+            );
+            RETURN NULL;
+        END $$;
+
+        -- The EXCLUSIVE lock that keeps commit order = position order needs more than
+        -- INSERT on the table, so appends run as the owner; EXECUTE is granted to the
+        -- service role alone (see `secure_service_role`).
+        CREATE OR REPLACE FUNCTION pumpparty_insert_events(events public.stored_event_uuid[])
+        RETURNS SETOF bigint LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+            SET LOCAL lock_timeout = '10s';
+            LOCK TABLE public.{EVENTS_TABLE} IN EXCLUSIVE MODE;
+            NOTIFY {EVENTS_TABLE};
+            RETURN QUERY
+                INSERT INTO public.{EVENTS_TABLE} (originator_id, originator_version, topic, state)
+                SELECT e.originator_id, e.originator_version, e.topic, e.state
+                FROM unnest(events) AS e
+                RETURNING notification_id;
+        END $$;
+
+        -- A digest must be the chain's own hash at its position.
+        CREATE OR REPLACE FUNCTION digest_matches_chain() RETURNS trigger LANGUAGE plpgsql
+        SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+            IF NOT EXISTS (
+                SELECT 1 FROM public.audit_chain c
+                WHERE c.position = NEW.position AND c.hash = NEW.hash
+            ) THEN
+                RAISE EXCEPTION 'digest at % is not the chain''s hash there', NEW.position
+                    USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER digest_matches_chain BEFORE INSERT ON audit_digests
+            FOR EACH ROW EXECUTE FUNCTION digest_matches_chain();
+
+        -- Snapshots: never changed, and each sealed with a key the database never sees
+        -- (runtime/recorder.py); a snapshot whose seal fails is not used.
+        ALTER TABLE {SNAPSHOTS_TABLE} ADD COLUMN IF NOT EXISTS mac bytea;
+        CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON {SNAPSHOTS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION reject_change();
+        CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {SNAPSHOTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION reject_change();
         """,
     ),
     (
@@ -301,3 +392,179 @@ def apply_steps(url: str) -> list[int]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied_now
+
+
+class RoleError(RuntimeError):
+    """The service role cannot be set up, or would not be kept from rewriting the log."""
+
+
+def secure_service_role(url: str, service_url: str) -> str:
+    """As the owner (`url`): make sure the service's role (the user in `service_url`)
+    exists, is not the owner nor a superuser nor a member of the owner, and holds exactly
+    its grants. Projection tables the owner still owns (made before the roles were split)
+    are handed to it, since rebuilds create and drop them. Returns the role's name."""
+    params = conninfo_to_dict(service_url)
+    role = str(params.get("user") or "")
+    if not role:
+        raise RoleError("the service's database URL must name its role (user)")
+    password = str(params["password"]) if params.get("password") else None
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            owner = str(_one(conn, "SELECT current_user"))
+            if role == owner:
+                raise RoleError(
+                    f"the service must not run as {owner!r}, the log's owner: give"
+                    " PUMPPARTY_SERVICE_DATABASE_URL another role (or leave it unset)"
+                )
+            _ensure_role(conn, role, password, service_url)
+            _check_separation(conn, owner, role)
+            with conn.transaction():
+                _hand_over_projection_tables(conn, role)
+                _grant(conn, role)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return role
+
+
+def refuse_code_of(url: str, service_url: str) -> None:
+    """As the owner, before running any step: the service may create tables in `public`
+    (its projections), so it could also plant a function or operator there that a step,
+    run with the owner's rights, would call in place of a built-in one. It never needs
+    any: if it owns one, nothing runs until an operator has looked."""
+    role = conninfo_to_dict(service_url).get("user")
+    with psycopg.connect(url, autocommit=True) as conn:
+        planted = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner"
+            " WHERE r.rolname = %s"
+            " UNION ALL SELECT o.oid::regoperator::text FROM pg_operator o"
+            " JOIN pg_roles r ON r.oid = o.oprowner WHERE r.rolname = %s",
+            (role, role),
+        ).fetchall()
+    if planted:
+        names = ", ".join(str(row[0]) for row in planted)
+        raise RoleError(
+            f"the service role {role!r} owns functions or operators ({names}): a step run"
+            " as the owner could call them; drop them (and find out how they got there)"
+        )
+
+
+def _one(conn: psycopg.Connection[Any], query: str, *params: object) -> object:
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def _ensure_role(conn: psycopg.Connection[Any], role: str, password: str | None, url: str) -> None:
+    """Create the role if missing; if its URL's password no longer logs in, set it again
+    (the derived password follows the owner's when that one is rotated)."""
+    if _one(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", role) is None:
+        create = SQL(
+            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+        ).format(Identifier(role))
+        if password:
+            create += SQL(" PASSWORD {}").format(Literal(password))
+        try:
+            conn.execute(create)
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass  # another migration (of another database on this server) made it just now
+        except psycopg.errors.InsufficientPrivilege:
+            raise RoleError(
+                f"cannot create the service role {role!r}: let the owner create roles, or"
+                " create it yourself and set PUMPPARTY_SERVICE_DATABASE_URL"
+            ) from None
+        log.info("created the service role %s", role)
+        return
+    if password is None:
+        return
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.OperationalError:
+        try:
+            conn.execute(
+                SQL("ALTER ROLE {} PASSWORD {}").format(Identifier(role), Literal(password))
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            raise RoleError(
+                f"the service role {role!r} cannot log in with its URL's password, and the"
+                " owner may not set it"
+            ) from None
+        log.info("set the service role %s's password again", role)
+
+
+def _check_separation(conn: psycopg.Connection[Any], owner: str, role: str) -> None:
+    row = conn.execute(
+        "SELECT rolsuper, rolbypassrls, pg_has_role(rolname, %s, 'MEMBER')"
+        " FROM pg_roles WHERE rolname = %s",
+        (owner, role),
+    ).fetchone()
+    if row is None:
+        raise RoleError(f"the service role {role!r} does not exist")
+    superuser, bypasses_rls, member_of_owner = row
+    if superuser or bypasses_rls:
+        raise RoleError(f"the service role {role!r} must not be a superuser nor bypass RLS")
+    if member_of_owner:
+        raise RoleError(f"the service role {role!r} must not be a member of the owner {owner!r}")
+
+
+def _hand_over_projection_tables(conn: psycopg.Connection[Any], role: str) -> None:
+    """Generations (`<table>__g<N>`, their tracking tables) and readers' views the owner
+    made before the service had a role of its own."""
+    rows = conn.execute(
+        "SELECT c.relname, c.relkind FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relowner = (SELECT oid FROM pg_roles"
+        "  WHERE rolname = current_user)"
+        " AND ((c.relkind = 'r' AND c.relname ~ '__g[0-9]+(_tracking)?$')"
+        "  OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM pg_class t"
+        "   WHERE t.relnamespace = c.relnamespace AND t.relkind = 'r'"
+        "   AND left(t.relname, length(c.relname) + 3) = c.relname || '__g')))"
+    ).fetchall()
+    for name, kind in rows:
+        statement = (
+            "ALTER VIEW {}.{} OWNER TO {}" if kind == "v" else "ALTER TABLE {}.{} OWNER TO {}"
+        )
+        conn.execute(
+            SQL(statement).format(Identifier("public"), Identifier(str(name)), Identifier(role))
+        )
+    if rows:
+        log.info("handed %d projection tables and views to %s", len(rows), role)
+
+
+def _grant(conn: psycopg.Connection[Any], role: str) -> None:
+    who = Identifier(role)
+    database = Identifier(str(_one(conn, "SELECT current_database()")))
+    conn.execute(SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, who))
+    # Projection tables live beside the log: the service creates, owns and drops them.
+    conn.execute(SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(who))
+    for table, privileges in LOG_GRANTS.items():
+        qualified = SQL("public.{}").format(Identifier(table))
+        conn.execute(SQL("REVOKE ALL ON {} FROM {}").format(qualified, who))
+        conn.execute(SQL("GRANT {} ON {} TO {}").format(SQL(privileges), qualified, who))
+    working = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+            " AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+            " AND NOT c.relname = ANY(%s)",
+            (list(LOG_GRANTS),),
+        ).fetchall()
+    ]
+    for table in working:
+        conn.execute(
+            SQL("GRANT {} ON public.{} TO {}").format(SQL(WORKING_STATE), Identifier(table), who)
+        )
+    # Serial columns: the events' positions and the working tables' ids (nextval only).
+    for (sequence,) in conn.execute(
+        "SELECT s.oid::regclass::text FROM pg_class s"
+        " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+        " JOIN pg_class t ON t.oid = d.refobjid"
+        " JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE s.relkind = 'S' AND n.nspname = 'public' AND t.relname = ANY(%s)",
+        ([EVENTS_TABLE, *working],),
+    ).fetchall():
+        conn.execute(SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(SQL(str(sequence)), who))
+    # Appends run as the owner (to take the ordering lock): the service alone may call it.
+    insert = SQL("FUNCTION public.pumpparty_insert_events(public.stored_event_uuid[])")
+    conn.execute(SQL("REVOKE ALL ON {} FROM PUBLIC").format(insert))
+    conn.execute(SQL("GRANT EXECUTE ON {} TO {}").format(insert, who))

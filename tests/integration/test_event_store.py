@@ -2,14 +2,19 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from uuid import uuid4
 
 import psycopg
 import pytest
 
 from aggregates.base import CommandContext, derive_id
 from aggregates.errors import ConcurrencyConflictError, IdempotencyKeyReusedError
+from aggregates.ledger import TREASURY, user_account
+from projections.audit_chain import verify
 from services.bootstrap import Services
+from services.ledger import post_transfer
 from tests.support.counter import Counter, new_counter
+from tests.support.log import append_events
 
 RATE = Decimal("0.000123456789012345678901")
 
@@ -28,12 +33,18 @@ def test_events_table_refuses_changes(
     services: Services, context: CommandContext, statement: str
 ) -> None:
     open_counter(services, context)
+    # The service's role has no right to change the log; its owner is stopped by the trigger.
+    refusals = [
+        (services.url, "permission denied"),
+        (services.settings.database_url, "append-only"),
+    ]
 
-    with (
-        psycopg.connect(services.url, autocommit=True) as conn,
-        pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"),
-    ):
-        conn.execute(statement.format(t=services.event_log.events_table))
+    for url, refusal in refusals:
+        with (
+            psycopg.connect(url, autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal),
+        ):
+            conn.execute(statement.format(t=services.event_log.events_table))
 
 
 def test_money_round_trips_exactly(services: Services, context: CommandContext) -> None:
@@ -172,3 +183,59 @@ def test_retries_exhausted_is_a_clean_conflict(services: Services, context: Comm
         services.event_log.execute(context, lose_the_race)
 
     assert services.event_log.repository.get(counter.id).count == 10
+
+
+# --- the audit chain covers every column that says what happened ---------------------------
+
+
+def tamper_event(services: Services, assignment: str, position: int) -> None:
+    """What the append-only trigger stops: only the tables' owner (here the superuser the
+    tests migrate with, not the service's role) can disable it and do this."""
+    table = services.event_log.events_table
+    with psycopg.connect(services.settings.database_url) as conn:
+        conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        changed = conn.execute(
+            f"UPDATE {table} SET {assignment} WHERE notification_id = %s", (position,)
+        ).rowcount
+        conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+    assert changed == 1
+
+
+def credit_a_user(services: Services, context: CommandContext) -> int:
+    """A deposit on a user's balance; answers the position of the `Credited` event."""
+    user_id = uuid4()
+    services.event_log.execute(
+        context,
+        lambda unit: post_transfer(unit, f"deposit:{user_id}", TREASURY, user_account(user_id), 7),
+    )
+    append_events(services, context, 3)  # the tampered event is not the chain's head
+    with psycopg.connect(services.url) as conn:
+        row = conn.execute(
+            f"SELECT notification_id FROM {services.event_log.events_table}"
+            " WHERE topic LIKE '%%UserAccount.Credited'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        pytest.param("topic = replace(topic, 'Credited', 'Debited')", id="credited-relabelled"),
+        pytest.param("originator_id = gen_random_uuid()", id="originator-id"),
+        pytest.param("originator_version = originator_version + 100", id="version"),
+    ],
+)
+def test_the_audit_chain_catches_a_changed_topic_originator_or_version(
+    services: Services, context: CommandContext, assignment: str
+) -> None:
+    position = credit_a_user(services, context)
+    assert verify(services.url).ok
+
+    tamper_event(services, assignment, position)
+    verification = verify(services.url)
+
+    assert (verification.first_bad_position, verification.problem) == (
+        position,
+        "the event was altered",
+    )

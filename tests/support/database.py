@@ -1,7 +1,9 @@
 """Real PostgreSQL for tests: the embedded server, or PUMPPARTY_DATABASE_URL's server.
 
 Each test that needs a database gets a fresh one copied from a migrated template, so no
-test depends on another's leftovers.
+test depends on another's leftovers. The server's URL is the log's owner (it migrates);
+every test runs the service as the service role, as deployed, with only its grants: the
+template's projection tables are created by that role and belong to it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
 
-from runtime.database import start_embedded_server
+from runtime.database import service_url_for, start_embedded_server
 from services.bootstrap import migrate
 
 TEMPLATE = "pumpparty_template"
@@ -42,11 +45,13 @@ def prepare_template(url: str) -> None:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     template_url = with_dbname(url, TEMPLATE)
     migrate(template_url)
-    event_log = open_event_log(template_url, Settings(database_url=template_url))
+    service_url = service_url_for(template_url)
+    # No snapshots are taken here: a throwaway seal key, and no key file left behind.
+    settings = Settings(database_url=template_url, snapshot_key=SecretStr(uuid.uuid4().hex))
+    event_log = open_event_log(service_url, settings)
     try:
-        Projections(
-            event_log.recorder.datastore, event_log.mapper, list(PROJECTIONS)
-        ).ensure_created()  # type: ignore[attr-defined]
+        datastore = event_log.recorder.datastore  # type: ignore[attr-defined]
+        Projections(datastore, event_log.mapper, list(PROJECTIONS)).ensure_created()
     finally:
         event_log.close()
 

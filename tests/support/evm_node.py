@@ -37,7 +37,9 @@ class Chain:
     forks: dict[int, int] = field(default_factory=dict)  # block number -> fork counter
     receipts: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
-    genesis: datetime = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
+    # Two-second blocks from here: block 900 is at noon, when the tests' clock stands, so
+    # what tests pay near the head (block 1000) is mined a few minutes after their quote.
+    genesis: datetime = datetime(2026, 11, 25, 11, 30, tzinfo=UTC)
     mode: str = "ok"  # ok | http500 | garbage | slow | error
 
     def block(self, number: int) -> dict[str, Any] | None:
@@ -79,20 +81,38 @@ class Chain:
             "logsBloom": "0x" + "0" * 512,
             "type": "0x2",
             "status": hex(status),
-            "logs": [
-                {
-                    "address": token.lower(),
-                    "topics": [TRANSFER_TOPIC, topic_address(sender), topic_address(recipient)],
-                    "data": "0x" + f"{value_minor:064x}",
-                    "blockNumber": hex(block),
-                    "blockHash": block_hash(block, self.forks.get(block, 0)),
-                    "transactionHash": tx_hash.lower(),
-                    "transactionIndex": "0x0",
-                    "logIndex": "0x3",
-                    "removed": False,
-                }
-            ],
+            "logs": [],
         }
+        self.add_transfer(
+            tx_hash, sender=sender, value_minor=value_minor, recipient=recipient, token=token
+        )
+
+    def add_transfer(
+        self,
+        tx_hash: str,
+        *,
+        sender: str,
+        value_minor: int,
+        recipient: str = TREASURY,
+        token: str = USDC,
+    ) -> None:
+        """Another ERC-20 Transfer log in a paid transaction's receipt (the next log index;
+        the first is 3, as if the transaction logged other things first)."""
+        receipt = self.receipts[tx_hash.lower()]
+        logs = receipt["logs"]
+        logs.append(
+            {
+                "address": token.lower(),
+                "topics": [TRANSFER_TOPIC, topic_address(sender), topic_address(recipient)],
+                "data": "0x" + f"{value_minor:064x}",
+                "blockNumber": receipt["blockNumber"],
+                "blockHash": receipt["blockHash"],
+                "transactionHash": tx_hash.lower(),
+                "transactionIndex": "0x0",
+                "logIndex": hex(3 + len(logs)),
+                "removed": False,
+            }
+        )
 
     def reorg(self, number: int) -> None:
         """Replace the block at `number`: receipts in the old one no longer match it."""
