@@ -3,8 +3,11 @@
 A rule set is copied into the audition when it is submitted (prop firms pin the rules at
 purchase), so a later change of settings never changes an audition already running, and
 replay never reads settings. Limits are fractions of the starting equity, as firms state
-them ("5% of initial"). Every decision compares money with money (`equity - start >=
-target x start`), so the rounding of the reported fractions never changes an outcome.
+them ("5% of initial"). The two loss limits have one source: the prop rule set the
+attempts' accounts open with (`AuditionRules.on`), so the limit the verdict judges is the
+limit the prop engine's gates and breaches enforce. Every decision compares money with
+money (`equity - start >= target x start`), so the rounding of the reported fractions
+never changes an outcome.
 
 The rules, each with the code a failure names:
 - `profit-target`: equity at the evaluation >= start + profit_target x start;
@@ -15,6 +18,9 @@ The rules, each with the code a failure names:
 - `min-active-days`: UTC days with a fill >= min_active_days;
 - a breach recorded by the prop engine (it froze the account) fails the attempt on its own
   rule's code, at once, without waiting for the due time.
+
+The verdict closes the attempt's account (see `services.auditions`): nothing is appended
+to a judged attempt afterwards.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+from aggregates.prop_rules import RuleSet
 
 PROFIT_TARGET = "profit-target"
 DAILY_LOSS_LIMIT = "daily-loss-limit"
@@ -40,7 +48,9 @@ class AuditionRules:
     starting_equity: Decimal
     profit_target: Decimal
     daily_loss_limit: Decimal
+    """The prop rule set's `daily_loss_limit`, copied from it at submit (see `on`)."""
     max_drawdown: Decimal
+    """The prop rule set's `max_drawdown`, copied from it at submit (see `on`)."""
     min_trades: int
     min_active_days: int
     free_retries: int
@@ -49,6 +59,35 @@ class AuditionRules:
     prop_rule_set: str
     """The prop engine's rule set every attempt's account opens with (gates, fees)."""
     prop_rule_set_version: int
+
+    @classmethod
+    def on(
+        cls,
+        prop_rules: RuleSet,
+        *,
+        duration_seconds: int,
+        starting_equity: Decimal,
+        profit_target: Decimal,
+        min_trades: int,
+        min_active_days: int,
+        free_retries: int,
+        retry_window_seconds: int,
+    ) -> AuditionRules:
+        """The audition's terms on the prop rule set `prop_rules`: the loss limits are the
+        rule set's own values (what its gates enforce), never a second value from elsewhere."""
+        return cls(
+            duration_seconds=duration_seconds,
+            starting_equity=starting_equity,
+            profit_target=profit_target,
+            daily_loss_limit=prop_rules.daily_loss_limit,
+            max_drawdown=prop_rules.max_drawdown,
+            min_trades=min_trades,
+            min_active_days=min_active_days,
+            free_retries=free_retries,
+            retry_window_seconds=retry_window_seconds,
+            prop_rule_set=prop_rules.name,
+            prop_rule_set_version=prop_rules.version,
+        )
 
     @property
     def duration(self) -> timedelta:

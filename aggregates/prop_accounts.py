@@ -352,6 +352,8 @@ class PropAccount(LedgerAggregate):
         reason: str
 
     class EquitySnapshotted(LedgerAggregate.Event):
+        """Retired: a periodic point on the equity curve. Kept so old logs still replay."""
+
         valuation: dict[str, Any]
         realized_pnl: Decimal
         fees_paid: Decimal
@@ -511,31 +513,36 @@ class PropAccount(LedgerAggregate):
         )
 
     def mark_to_market(self, marks: Mapping[str, Mark | None], now: datetime) -> Valuation | None:
-        """Revalue at marks newer than the recorded ones; a breach freezes (or flattens)."""
+        """The mark-to-market job's revaluation: only an open account is marked (a frozen or
+        closed one cannot trade, so time passing says nothing new about it). None, and no
+        event, when there is nothing to record (see `revalue`)."""
+        if self.status != OPEN:
+            return None
+        return self.revalue(marks, now)
+
+    def revalue(self, marks: Mapping[str, Mark | None], now: datetime) -> Valuation | None:
+        """Revalue the held positions at the given marks that are newer than the recorded
+        ones and moved the price; an open account that breaches a loss limit freezes (or
+        flattens). A frozen account is revalued too (its verdict reads the equity) but never
+        breaches again. None, appending nothing, for a closed or flat account or when no
+        held asset's price changed."""
         if self.status == CLOSED or not self.positions:
             return None
-        fresh = self._newer_marks(marks)
+        recorded = self.prices
+        fresh = {
+            asset: mark
+            for asset, mark in self._newer_marks(marks).items()
+            if mark["price"] != recorded.get(asset)
+        }
         if not fresh:
             return None
         self._start_day_if_new(now)
-        prices = {**self.prices, **{asset: mark["price"] for asset, mark in fresh.items()}}
+        prices = {**recorded, **{asset: mark["price"] for asset, mark in fresh.items()}}
         valuation = value(self.balance, self.open_positions, prices)
         self._marked(marks=fresh, valuation=valuation.to_state())
         if self.status == OPEN:
             self._enforce_loss_limits(now)
         return self.valuation()
-
-    def snapshot_equity(self) -> Valuation | None:
-        """A point on the equity curve, at the recorded marks (closed accounts have none)."""
-        if self.status == CLOSED:
-            return None
-        valuation = self.valuation()
-        self._equity_snapshotted(
-            valuation=valuation.to_state(),
-            realized_pnl=self.realized_pnl,
-            fees_paid=self.fees_paid,
-        )
-        return valuation
 
     def freeze(self, reason: str) -> None:
         self.check_not_closed()
@@ -773,7 +780,8 @@ class PropAccount(LedgerAggregate):
     def _equity_snapshotted(
         self, valuation: dict[str, Any], realized_pnl: Decimal, fees_paid: Decimal
     ) -> None:
-        pass
+        """Old logs only: nothing emits it now (the equity curve is a read model over fills
+        and marks); it changed no state then either, so replay just passes over it."""
 
 
 class PropAction(LedgerAggregate):

@@ -1,10 +1,12 @@
 """The evaluator's queue: one row per audition with its running attempt's due time and any
 breach the prop engine recorded on that attempt's account. The queue proper is the rows
 still `running`: due soon, overdue, or breached. A judged or voided audition leaves it; a
-retry brings it back with the new attempt."""
+retry brings it back with the new attempt. The evaluator's round reads it (sync: jobs run in
+threads), and so does the admins' view of the queue (async, typed rows)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -13,12 +15,13 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import get_topic
-from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
 from aggregates.auditions import Audition
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class AuditionQueueView(ProjectionView):
@@ -152,23 +155,32 @@ def auditions_to_evaluate(datastore: PostgresDatastore, now: datetime) -> list[U
         return [row["audition_id"] for row in cursor.fetchall()]
 
 
-def queued(
-    datastore: PostgresDatastore, until: datetime, after: tuple[datetime, UUID] | None, limit: int
-) -> list[DictRow]:
-    """Running auditions due by `until` (overdue ones first), or breached, in due order,
-    continuing after (due_at, audition_id)."""
-    with datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM audition_queue WHERE status = 'running'"
-            " AND (due_at <= %(until)s OR breach IS NOT NULL)"
-            " AND (%(due)s::timestamptz IS NULL"
-            "      OR (due_at, audition_id) > (%(due)s::timestamptz, %(id)s::uuid))"
-            " ORDER BY due_at, audition_id LIMIT %(limit)s",
-            {
-                "until": until,
-                "due": after[0] if after else None,
-                "id": after[1] if after else None,
-                "limit": limit,
-            },
-        )
-        return cursor.fetchall()
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRow:
+    """A running audition the evaluator will judge: its attempt, due time and any breach."""
+
+    audition_id: UUID
+    owner_id: UUID
+    clone_id: UUID
+    attempt: int
+    prop_account_id: UUID
+    started_at: datetime
+    due_at: datetime
+    breach: str | None
+
+
+async def queued(reads: ReadModels, until: datetime, page: Page) -> list[QueuedRow]:
+    """A page of the running auditions due by `until` (overdue ones first), or breached, in
+    due order (cursor: due_at, audition_id)."""
+    after_due, after_id = page.moment("due_at"), page.identifier("audition_id")
+    query = SQL(
+        "SELECT {} FROM audition_queue WHERE status = 'running'"
+        " AND (due_at <= %s OR breach IS NOT NULL)"
+        " AND (%s::timestamptz IS NULL OR (due_at, audition_id) > (%s::timestamptz, %s::uuid))"
+        " ORDER BY due_at, audition_id LIMIT %s"
+    ).format(columns(QueuedRow))
+    params = (until, after_due, after_due, after_id, page.fetch)
+    return await reads.all(QueuedRow, query, params)

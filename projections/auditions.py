@@ -3,11 +3,13 @@ and one row per attempt (its prop account, due time, verdict and metrics).
 
 Each row keeps `position`, the log position of the event that first wrote it: lists page
 by it. Also the economy read model's question an audition asks first: which entitlements
-a user may still spend.
+a user may still spend (sync: commands run in threads); and the API's queries (async, typed
+rows).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -16,12 +18,14 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import get_topic
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Composable, Identifier
 from psycopg.types.json import Jsonb
 
 from aggregates.auditions import Audition
 from projections.base import LedgerProjection, ProjectionView
-from services.audit import jsonable
+from projections.paging import Page
+from projections.reads import ReadModels, columns
+from runtime.transcoder import jsonable
 
 ENTITLEMENT_CANDIDATES = 20
 """How many available entitlements a command is offered; it consumes the first still free."""
@@ -247,3 +251,100 @@ def available_entitlements(datastore: PostgresDatastore, user_id: UUID) -> list[
             (user_id, ENTITLEMENT_CANDIDATES),
         )
         return [row["entitlement_id"] for row in cursor.fetchall()]
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditionSummaryRow:
+    audition_id: UUID
+    owner_id: UUID
+    clone_id: UUID
+    version_hash: str
+    status: str
+    current_attempt: int
+    prop_account_id: UUID | None
+    started_at: datetime | None
+    due_at: datetime | None
+    void_reason: str | None
+    submitted_at: datetime
+    updated_at: datetime
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditionRow(AuditionSummaryRow):
+    """An audition with the rules pinned at submit and what its void gave back."""
+
+    rules: dict[str, Any]
+    restored_entitlement_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    number: int
+    status: str
+    prop_account_id: UUID
+    entitlement_id: UUID | None
+    started_at: datetime
+    due_at: datetime
+    ended_by: str | None
+    evaluated_at: datetime | None
+    failed_rules: list[str]
+    metrics: dict[str, Any] | None
+
+    @property
+    def free(self) -> bool:
+        """A retry the policy let start without an entitlement."""
+        return self.entitlement_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditionFilter:
+    """Which auditions to list: each field set must match exactly."""
+
+    status: str | None = None
+    owner_id: UUID | None = None
+    clone_id: UUID | None = None
+
+    def where(self, after: int) -> tuple[Composable, list[Any]]:
+        clauses: list[Composable] = [SQL("position > %s")]
+        params: list[Any] = [after]
+        for column in ("status", "owner_id", "clone_id"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(SQL("{} = %s").format(Identifier(column)))
+                params.append(value)
+        return SQL(" AND ").join(clauses), params
+
+
+async def audition_by_id(reads: ReadModels, audition_id: UUID) -> AuditionRow | None:
+    query = SQL("SELECT {} FROM auditions WHERE audition_id = %s").format(columns(AuditionRow))
+    return await reads.one(AuditionRow, query, (audition_id,))
+
+
+async def auditions_matching(
+    reads: ReadModels, where: AuditionFilter, page: Page
+) -> list[AuditionSummaryRow]:
+    """A page of the auditions that match, oldest first (cursor: position)."""
+    condition, params = where.where(page.position())
+    query = SQL("SELECT {} FROM auditions WHERE {} ORDER BY position LIMIT %s").format(
+        columns(AuditionSummaryRow), condition
+    )
+    return await reads.all(AuditionSummaryRow, query, [*params, page.fetch])
+
+
+async def auditions_of_owner(
+    reads: ReadModels, owner_id: UUID, status: str | None, page: Page
+) -> list[AuditionSummaryRow]:
+    """A page of the owner's auditions (all, or those with `status`), oldest first."""
+    return await auditions_matching(reads, AuditionFilter(status=status, owner_id=owner_id), page)
+
+
+async def attempts_of(reads: ReadModels, audition_id: UUID) -> list[AttemptRow]:
+    """Every attempt of the audition, first to latest."""
+    query = SQL("SELECT {} FROM audition_attempts WHERE audition_id = %s ORDER BY number").format(
+        columns(AttemptRow)
+    )
+    return await reads.all(AttemptRow, query, (audition_id,))

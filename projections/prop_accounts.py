@@ -1,10 +1,12 @@
 """Prop accounts: one summary row per account (status, equity, PnL, limits' references)
-and one row per open position, with the mark it was last valued at."""
+and one row per open position, with the mark it was last valued at; the mark-to-market
+job's round (sync: jobs run in threads) and the API's queries (async, typed rows)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
@@ -18,7 +20,9 @@ from psycopg.types.json import Jsonb
 
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
-from services.audit import jsonable
+from projections.paging import Page
+from projections.reads import ReadModels, columns
+from runtime.transcoder import jsonable
 
 Row = Mapping[str, Any]
 
@@ -280,20 +284,101 @@ class PropAccounts(LedgerProjection[PropAccountsView]):
 
 
 def accounts_to_mark(datastore: PostgresDatastore) -> list[UUID]:
-    """Accounts not closed that hold a position: the mark-to-market job's round."""
+    """Open accounts that hold a position: the mark-to-market job's round. A frozen or closed
+    account is left alone (it cannot trade; its verdict or an admin revalues it)."""
     with datastore.transaction() as cursor:
         cursor.execute(
             "SELECT DISTINCT a.account_id FROM prop_accounts a"
             " JOIN prop_positions p ON p.account_id = a.account_id"
-            " WHERE a.status <> 'closed' ORDER BY a.account_id"
+            " WHERE a.status = 'open' ORDER BY a.account_id"
         )
         return [row["account_id"] for row in cursor.fetchall()]
 
 
-def accounts_to_snapshot(datastore: PostgresDatastore) -> list[UUID]:
-    """Accounts not closed: each gets a point on its equity curve."""
-    with datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT account_id FROM prop_accounts WHERE status <> 'closed' ORDER BY account_id"
-        )
-        return [row["account_id"] for row in cursor.fetchall()]
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PropAccountRow:
+    account_id: UUID
+    owner_id: UUID
+    clone_id: UUID
+    clone_version_hash: str
+    purpose: str
+    rules: dict[str, Any]
+    status: str
+    status_reason: str | None
+    breach: str | None
+    starting_equity: Decimal
+    balance: Decimal
+    realized_pnl: Decimal
+    fees_paid: Decimal
+    unrealized_pnl: Decimal
+    equity: Decimal
+    margin_used: Decimal
+    gross_exposure: Decimal
+    peak_equity: Decimal
+    day: date | None
+    day_start_equity: Decimal
+    day_start_balance: Decimal
+    fills: int
+    rejections: int
+    opened_at: datetime
+    last_marked_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    asset: str
+    size: Decimal
+    cost: Decimal
+    leverage: Decimal
+    mark_price: Decimal
+    mark_source: str
+    mark_observed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEventRow:
+    """One of the account's events as the audit log flattened it."""
+
+    position: int
+    aggregate_id: UUID
+    aggregate_type: str
+    event_type: str
+    version: int
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    schema_version: int | None
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+async def account_by_id(reads: ReadModels, account_id: UUID) -> PropAccountRow | None:
+    query = SQL("SELECT {} FROM prop_accounts WHERE account_id = %s").format(
+        columns(PropAccountRow)
+    )
+    return await reads.one(PropAccountRow, query, (account_id,))
+
+
+async def positions_of(reads: ReadModels, account_id: UUID) -> list[PositionRow]:
+    """The account's open positions, by asset, each at the mark it was last valued at."""
+    query = SQL("SELECT {} FROM prop_positions WHERE account_id = %s ORDER BY asset").format(
+        columns(PositionRow)
+    )
+    return await reads.all(PositionRow, query, (account_id,))
+
+
+async def account_events(reads: ReadModels, account_id: UUID, page: Page) -> list[AccountEventRow]:
+    """A page of the account's own events from the audit log, in log order (cursor:
+    position). It reads the audit log's table, so it belongs in `projections.audit_log`
+    (as `audit_entries` with an `aggregate_id` filter); it stays here until that module's
+    queries settle."""
+    query = SQL(
+        "SELECT {} FROM audit_log WHERE aggregate_id = %s AND position > %s"
+        " ORDER BY position LIMIT %s"
+    ).format(columns(AccountEventRow))
+    return await reads.all(AccountEventRow, query, (account_id, page.position(), page.fetch))

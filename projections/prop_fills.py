@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -13,6 +16,8 @@ from psycopg.sql import SQL
 
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
+from projections.paging import Page
+from projections.reads import ReadModels, columns
 
 
 class PropFillsView(ProjectionView):
@@ -106,3 +111,33 @@ class PropFills(LedgerProjection[PropFillsView]):
                 client_action_id=None,
                 reason=event.reason,
             )
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FillRow:
+    number: int
+    asset: str
+    side: str
+    size: Decimal
+    price: Decimal
+    mark_price: Decimal
+    mark_source: str
+    mark_observed_at: datetime
+    slippage_bps: Decimal
+    slippage: Decimal
+    fee_bps: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    position_size: Decimal
+    filled_at: datetime
+
+
+async def fills_of(reads: ReadModels, account_id: UUID, page: Page) -> list[FillRow]:
+    """A page of the account's fills (actions and flattens), by number (cursor: number)."""
+    query = SQL(
+        "SELECT {} FROM prop_fills WHERE account_id = %s AND number > %s ORDER BY number LIMIT %s"
+    ).format(columns(FillRow))
+    return await reads.all(FillRow, query, (account_id, page.position("number"), page.fetch))

@@ -131,15 +131,14 @@ class Settings(BaseSettings):
         min_length=1,
     )
 
-    # Prop trading (issue 6): how old a mark may be for an action to fill (seconds), and the
-    # cadences (seconds) of the mark-to-market and equity-snapshot jobs.
+    # Prop trading: how old a mark may be for an action to fill (seconds), and the cadence
+    # (seconds) of the mark-to-market job. The equity curve is a read model: no job of its own.
     prop_max_mark_age: float = Field(default=60.0, gt=0, le=86400)
     prop_mark_interval: float = Field(default=60.0, gt=0)
-    prop_snapshot_interval: float = Field(default=300.0, gt=0)
 
-    # Auditions (issue 7): the rule set each audition pins when submitted (duration in
-    # seconds; starting equity in USD; target and loss limits as fractions of the starting
-    # equity; fills and UTC days with a fill), the retry policy (free retries, each within
+    # Auditions: the terms each audition pins when submitted (duration in seconds; starting
+    # equity in USD; the profit target as a fraction of the starting equity; fills and UTC
+    # days with a fill; the loss limits are the `audition` prop rule set's own, never here), the retry policy (free retries, each within
     # `audition_retry_window` seconds of the failure; past that a retry takes a new
     # entitlement), the evaluator's cadence and how far ahead "due soon" looks (seconds).
     audition_duration: int = Field(default=14 * 24 * 3600, gt=0, le=366 * 24 * 3600)
@@ -147,8 +146,6 @@ class Settings(BaseSettings):
         default=Decimal("10000"), gt=0, le=Decimal("1e12"), decimal_places=8
     )
     audition_profit_target: Decimal = Field(default=Decimal("0.08"), gt=0, le=100)
-    audition_daily_loss_limit: Decimal = Field(default=Decimal("0.05"), gt=0, le=1)
-    audition_max_drawdown: Decimal = Field(default=Decimal("0.10"), gt=0, le=1)
     audition_min_trades: int = Field(default=10, ge=0, le=1_000_000)
     audition_min_active_days: int = Field(default=4, ge=0, le=366)
     audition_free_retries: int = Field(default=1, ge=0, le=100)

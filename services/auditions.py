@@ -2,11 +2,13 @@
 evaluator job that evaluates every due audition on a cadence.
 
 Each command is one unit of work: submitting consumes an entitlement, creates the audition
-and opens its prop account in one transaction; evaluating records the verdict and freezes
-the account together; voiding closes the account and restores the entitlement with the
-void. Which entitlements a user holds is read from the economy's read model, but the
-entitlement itself is loaded and consumed inside the command, so when two submissions
-race for one entitlement the store's version check lets exactly one consume it.
+and opens its prop account in one transaction; evaluating records the verdict and closes
+the account together (a judged attempt's account is done: no job touches it again);
+voiding closes the account and restores the entitlement with the void. Which entitlements
+a user holds is read from the economy's read model, but the entitlement itself is loaded
+and consumed inside the command, so when two submissions race for one entitlement the
+store's version check lets exactly one consume it. The loss limits a submission pins are
+the prop rule set's own (`audition_rules`), never a second value from settings.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from aggregates.clones import Clone
 from aggregates.entitlements import Entitlement, EntitlementStatus
 from aggregates.errors import DomainError, NotFoundError
 from aggregates.ports import PriceSource
-from aggregates.prop_accounts import CLOSED, OPEN, PropAccount
+from aggregates.prop_accounts import CLOSED, PropAccount
 from aggregates.prop_rules import rule_set
 from runtime.clock import Clock
 from runtime.leases import lease
@@ -76,20 +78,17 @@ class VoidState:
 
 
 def audition_rules(settings: Settings) -> AuditionRules:
-    """The rule set in force: what a submission pins (the prop rule set at its latest)."""
-    prop_rules = rule_set("audition")
-    return AuditionRules(
+    """The rule set in force: what a submission pins. The prop rule set is the latest
+    `audition` version, and the loss limits are its own; the rest comes from settings."""
+    return AuditionRules.on(
+        rule_set("audition"),
         duration_seconds=settings.audition_duration,
         starting_equity=settings.audition_starting_equity,
         profit_target=settings.audition_profit_target,
-        daily_loss_limit=settings.audition_daily_loss_limit,
-        max_drawdown=settings.audition_max_drawdown,
         min_trades=settings.audition_min_trades,
         min_active_days=settings.audition_min_active_days,
         free_retries=settings.audition_free_retries,
         retry_window_seconds=settings.audition_retry_window,
-        prop_rule_set=prop_rules.name,
-        prop_rule_set_version=prop_rules.version,
     )
 
 
@@ -243,7 +242,8 @@ def evaluate_audition(
 ) -> Written[Evaluation | None]:
     """Judge the running attempt: at or past its due time on every rule, before it only on
     a breach; `now_requested` (an admin) judges every rule at once. The account is valued
-    at the latest marks first, and frozen with the verdict. None when there is nothing to
+    at the latest marks first, and closed with the verdict (what it still holds flattened
+    at those marks), so nothing appends to it afterwards. None when there is nothing to
     judge yet (or any more: another evaluator got there first, or the audition was voided);
     an admin asking for a judgement that cannot be made gets the error instead."""
     now = context.occurred_at
@@ -256,16 +256,16 @@ def evaluate_audition(
             return None
         attempt = audition.current
         account = unit.get(PropAccount, attempt.prop_account_id)
-        if account.status != CLOSED:
-            account.mark_to_market(latest_marks(prices, account.positions), now)
+        marks = latest_marks(prices, account.positions)
+        account.revalue(marks, now)
         due = now_requested or audition.is_due(now)
         verdict = judge(audition.rule_set, figures_of(account), due=due)
         if verdict is None:
             return None
         ended_by = EndedBy.ADMIN if now_requested else EndedBy.DUE if due else EndedBy.BREACH
         audition.record_verdict(verdict, now, ended_by)
-        if account.status == OPEN:
-            account.freeze(f"audition {audition.status.value}")
+        if account.status != CLOSED:
+            account.close(f"audition {audition.status.value}", marks, now)
         return Evaluation(
             audition.id, attempt.number, audition.status, verdict.failed_rules, ended_by
         )

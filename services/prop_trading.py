@@ -1,6 +1,9 @@
-"""Prop trading commands: open an account, submit an action, mark to market, snapshot
-equity, and the admin controls (freeze, unfreeze, flatten, close); plus the two worker
-jobs that mark and snapshot every live account on a cadence.
+"""Prop trading commands: open an account, submit an action, mark to market, and the admin
+controls (freeze, unfreeze, flatten, close); plus the worker job that marks every open
+account holding positions on a cadence. Nothing here appends an event just because time
+passed: an account with nothing at risk, a frozen or closed one, or marks that did not move
+write nothing (the equity curve is a read model over fills and marks, see
+`projections.prop_equity`).
 
 Prices come in through a `PriceSource` and the time through the command context; the
 account records both in its events. Commands on one account take turns within a process
@@ -181,17 +184,14 @@ def _on_account(
 def mark_to_market(
     event_log: EventLog, context: CommandContext, prices: PriceSource, account_id: UUID
 ) -> Written[Valuation | None]:
+    """Revalue an open account at the latest marks; None (and nothing written) when it is
+    not open, holds nothing, or no held asset's price moved since its last mark."""
+
     def change(account: PropAccount) -> Valuation | None:
         marks = latest_marks(prices, account.positions)
         return account.mark_to_market(marks, context.occurred_at)
 
     return _on_account(event_log, context, account_id, change)
-
-
-def snapshot_equity(
-    event_log: EventLog, context: CommandContext, account_id: UUID
-) -> Written[Valuation | None]:
-    return _on_account(event_log, context, account_id, PropAccount.snapshot_equity)
 
 
 def freeze(
@@ -243,7 +243,8 @@ MARK_JOB = "prop_mark_to_market"
 @dataclass(frozen=True)
 class MarkToMarket:
     """Revalue every open account that holds positions at the latest marks; a round answers
-    how many were revalued. Accounts with nothing at risk are not touched (nothing to say)."""
+    how many were revalued. Flat, frozen and closed accounts are not touched, and an account
+    whose marks did not move writes nothing: the job never appends because time passed."""
 
     event_log: EventLog
     prices: PriceSource

@@ -14,7 +14,7 @@ from projections.reconciliation import reconcile_and_record
 from runtime.clock import Clock
 from services.auditions import EVALUATOR_JOB, EvaluateDueAuditions
 from services.bootstrap import Services
-from services.economy import DepositConfirmations
+from services.economy import DEPOSIT_JOB, DepositConfirmations
 from services.prop_trading import MARK_JOB, MarkToMarket
 
 Schedule = dict[str, tuple[Callable[[], object], float]]
@@ -47,7 +47,7 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
             ),
             settings.prop_mark_interval,
         ),
-        "deposit_confirmations": (
+        DEPOSIT_JOB: (
             DepositConfirmations(
                 services.event_log,
                 services.evm,

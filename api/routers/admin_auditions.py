@@ -3,6 +3,7 @@ audition with a reason, or have it evaluated now; the admin is the actor of each
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
@@ -12,7 +13,16 @@ from pydantic import BaseModel, Field
 
 from aggregates.errors import NotFoundError
 from api.auth import AdminUser
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ReadsDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
 from api.pagination import PageDep
 from api.routers.auditions import (
     STATUS_PATTERN,
@@ -23,7 +33,7 @@ from api.routers.auditions import (
 )
 from api.routers.prop import PricesDep
 from api.schemas import Reason
-from projections.audition_queue import queued
+from projections import audition_queue, auditions
 from services import auditions as auditioning
 
 router = APIRouter(prefix="/v1/admin/auditions", tags=["admin"])
@@ -67,32 +77,17 @@ class QueuePublic(BaseModel):
 
 
 @router.get("", operation_id="admin_auditions_list", dependencies=[Depends(wait_for("auditions"))])
-def list_auditions(
+async def list_auditions(
     admin: AdminUser,
-    services: ServicesDep,
+    reads: ReadsDep,
     page: PageDep,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
     owner_id: UUID | None = None,
     clone_id: UUID | None = None,
 ) -> AuditionsPublic:
     """Every audition, oldest first, narrowed by status, owner or clone."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM auditions WHERE position > %(after)s"
-            " AND (%(status)s::text IS NULL OR status = %(status)s)"
-            " AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)"
-            " AND (%(clone)s::uuid IS NULL OR clone_id = %(clone)s)"
-            " ORDER BY position LIMIT %(limit)s",
-            {
-                "after": page.position(),
-                "status": status,
-                "owner": owner_id,
-                "clone": clone_id,
-                "limit": page.fetch,
-            },
-        )
-        rows = cursor.fetchall()
-    return page_of(rows, page)
+    where = auditions.AuditionFilter(status=status, owner_id=owner_id, clone_id=clone_id)
+    return page_of(await auditions.auditions_matching(reads, where, page), page)
 
 
 @router.get(
@@ -100,9 +95,9 @@ def list_auditions(
     operation_id="admin_auditions_queue",
     dependencies=[Depends(wait_for("audition_queue"))],
 )
-def evaluator_queue(
+async def evaluator_queue(
     admin: AdminUser,
-    services: ServicesDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     clock: ClockDep,
     page: PageDep,
@@ -115,13 +110,12 @@ def evaluator_queue(
     `within` seconds, soonest first."""
     now = clock()
     ahead = timedelta(seconds=settings.audition_due_soon if within is None else within)
-    moment, identifier = page.moment("due_at"), page.identifier("audition_id")
-    after = None if moment is None or identifier is None else (moment, identifier)
-    rows = queued(services.projections.datastore, now + ahead, after, page.fetch)
+    rows = await audition_queue.queued(reads, now + ahead, page)
     items, next_cursor = page.cut(rows, "due_at", "audition_id")
     return QueuePublic(
         items=[
-            QueuedPublic.model_validate({**row, "overdue": row["due_at"] <= now}) for row in items
+            QueuedPublic.model_validate({**asdict(row), "overdue": row.due_at <= now})
+            for row in items
         ],
         next_cursor=next_cursor,
     )
@@ -132,13 +126,15 @@ def evaluator_queue(
     operation_id="admin_audition_get",
     dependencies=[Depends(wait_for("auditions")), Depends(wait_for("prop_accounts"))],
 )
-def get_audition(audition_id: UUID, admin: AdminUser, services: ServicesDep) -> AuditionPublic:
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM auditions WHERE audition_id = %s", (audition_id,))
-        row = cursor.fetchone()
-        if row is None:
-            raise NotFoundError(f"audition {audition_id} not found")
-        return audition_detail(cursor, row)
+async def get_audition(
+    audition_id: UUID, admin: AdminUser, services: ServicesDep
+) -> AuditionPublic:
+    row = await found(
+        services, "auditions", lambda: auditions.audition_by_id(services.reads, audition_id)
+    )
+    if row is None:
+        raise NotFoundError(f"audition {audition_id} not found")
+    return await audition_detail(services, row)
 
 
 @router.post("/{audition_id}/void", operation_id="admin_audition_void")

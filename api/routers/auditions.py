@@ -3,25 +3,37 @@ failed one. Someone else's audition (or clone) is answered exactly like a missin
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query
-from psycopg import Cursor
-from psycopg.rows import DictRow
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, owned_or_404
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ReadsDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
 from api.pagination import PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
+from projections import auditions, prop_accounts
 from projections.auditions import available_entitlements
 from projections.paging import Page
 from services import auditions as auditioning
 from services.auditions import AttemptState
+from services.bootstrap import Services
 from services.eventlog import Written
 
 router = APIRouter(prefix="/v1/auditions", tags=["auditions"])
@@ -162,31 +174,38 @@ def written_attempt(written: Written[AttemptState]) -> AttemptWrittenPublic:
     )
 
 
-def audition_detail(cursor: Cursor[DictRow], row: DictRow) -> AuditionPublic:
-    """An audition row with its attempts and its current prop account's summary."""
-    cursor.execute(
-        "SELECT * FROM audition_attempts WHERE audition_id = %s ORDER BY number",
-        (row["audition_id"],),
-    )
-    attempts = [
-        AttemptPublic.model_validate({**a, "free": a["entitlement_id"] is None})
-        for a in cursor.fetchall()
-    ]
-    account = None
-    if row["prop_account_id"] is not None:
-        cursor.execute(
-            "SELECT * FROM prop_accounts WHERE account_id = %s", (row["prop_account_id"],)
+async def audition_detail(services: Services, row: auditions.AuditionRow) -> AuditionPublic:
+    """An audition with its attempts and its current prop account's summary (read through
+    `found`: the account opened with the attempt, in the same transaction)."""
+    reads = services.reads
+    account_id = row.prop_account_id
+
+    async def account() -> prop_accounts.PropAccountRow | None:
+        if account_id is None:
+            return None
+        return await found(
+            services, "prop_accounts", lambda: prop_accounts.account_by_id(reads, account_id)
         )
-        found = cursor.fetchone()
-        account = None if found is None else PropAccountSummaryPublic.model_validate(found)
-    return AuditionPublic.model_validate({**row, "attempts": attempts, "prop_account": account})
+
+    attempts, summary = await asyncio.gather(
+        auditions.attempts_of(reads, row.audition_id), account()
+    )
+    return AuditionPublic.model_validate(
+        {
+            **asdict(row),
+            "attempts": [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
+            "prop_account": None
+            if summary is None
+            else PropAccountSummaryPublic.model_validate(summary, from_attributes=True),
+        }
+    )
 
 
-def page_of(rows: list[DictRow], page: Page) -> AuditionsPublic:
+def page_of(rows: Sequence[auditions.AuditionSummaryRow], page: Page) -> AuditionsPublic:
     """A page of audition rows read in `position` order."""
     items, next_cursor = page.cut(rows, "position")
     return AuditionsPublic(
-        items=[AuditionSummaryPublic.model_validate(row) for row in items],
+        items=[AuditionSummaryPublic.model_validate(row, from_attributes=True) for row in items],
         next_cursor=next_cursor,
     )
 
@@ -224,21 +243,14 @@ def submit_audition(
 
 
 @router.get("", operation_id="auditions_list", dependencies=[Depends(wait_for("auditions"))])
-def list_auditions(
+async def list_auditions(
     user: CurrentUser,
-    services: ServicesDep,
+    reads: ReadsDep,
     page: PageDep,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
 ) -> AuditionsPublic:
     """Your auditions, oldest first."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT * FROM auditions WHERE owner_id = %s AND position > %s"
-            " AND (%s::text IS NULL OR status = %s) ORDER BY position LIMIT %s",
-            (user.user_id, page.position(), status, status, page.fetch),
-        )
-        rows = cursor.fetchall()
-    return page_of(rows, page)
+    return page_of(await auditions.auditions_of_owner(reads, user.user_id, status, page), page)
 
 
 @router.get(
@@ -246,15 +258,17 @@ def list_auditions(
     operation_id="audition_get",
     dependencies=[Depends(wait_for("auditions")), Depends(wait_for("prop_accounts"))],
 )
-def get_audition(audition_id: UUID, user: CurrentUser, services: ServicesDep) -> AuditionPublic:
+async def get_audition(
+    audition_id: UUID, user: CurrentUser, services: ServicesDep
+) -> AuditionPublic:
     """Status, pinned rules, every attempt with its verdict and metrics, the due time, and
     the current attempt's prop account."""
-    with services.projections.datastore.transaction() as cursor:
-        cursor.execute("SELECT * FROM auditions WHERE audition_id = %s", (audition_id,))
-        row = cursor.fetchone()
-        owned_or_404(row["owner_id"] if row else None, user, f"audition {audition_id}")
-        assert row is not None  # owned_or_404 refused a missing row
-        return audition_detail(cursor, row)
+    row = await found(
+        services, "auditions", lambda: auditions.audition_by_id(services.reads, audition_id)
+    )
+    owned_or_404(row.owner_id if row else None, user, f"audition {audition_id}")
+    assert row is not None  # owned_or_404 refused a missing row
+    return await audition_detail(services, row)
 
 
 @router.post(

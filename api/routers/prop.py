@@ -1,17 +1,17 @@
 """Prop accounts: the AI engine submits actions (service token, `prop:write`); the account's
 owner, admins and services with `prop:read` read its summary, positions, fills, equity
-snapshots and audit log. Anyone else is answered as if the account did not exist."""
+curve and audit log. Anyone else is answered as if the account did not exist."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
-from psycopg import Cursor
-from psycopg.rows import DictRow
 from pydantic import BaseModel, Field, PlainSerializer
 
 from aggregates.errors import NotFoundError
@@ -23,13 +23,27 @@ from aggregates.prop_accounts import (
     Position,
 )
 from api.auth import Principal, PrincipalDep, owned_or_404, require_service
-from api.deps import ClockDep, EventLogDep, ServicesDep, SettingsDep, command_context, wait_for
+from api.deps import (
+    ClockDep,
+    EventLogDep,
+    ServicesDep,
+    SettingsDep,
+    command_context,
+    found,
+    wait_for,
+)
 from api.pagination import PageDep
 from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
 from ingest.prices import PostgresPriceSource
+from projections import prop_accounts, prop_equity, prop_fills
+from projections.paging import Page
+from projections.reads import ReadModels
 from services import prop_trading
+from services.bootstrap import Services
 
 router = APIRouter(prefix="/v1/prop/accounts", tags=["prop"])
+
+R = TypeVar("R")
 
 READ_SCOPE = "prop:read"
 WRITE_SCOPE = "prop:write"
@@ -176,26 +190,46 @@ class EquitySnapshotsPublic(BaseModel):
     next_cursor: str | None
 
 
-def readable_account(cursor: Cursor[DictRow], account_id: UUID, reader: Principal) -> DictRow:
+async def readable_account(
+    services: Services, account_id: UUID, reader: Principal
+) -> prop_accounts.PropAccountRow:
     """The account's summary row, if this reader may see it: its owner, an admin, or a
-    service with `prop:read`. Anyone else gets the answer a missing account gets."""
-    cursor.execute("SELECT * FROM prop_accounts WHERE account_id = %s", (account_id,))
-    row = cursor.fetchone()
+    service with `prop:read`; what was just opened is found (see `found`). Anyone else
+    gets the answer a missing account gets."""
+    row = await found(
+        services,
+        "prop_accounts",
+        lambda: prop_accounts.account_by_id(services.reads, account_id),
+    )
     what = f"prop account {account_id}"
     if reader.is_admin or READ_SCOPE in reader.scopes:
         if row is None:
             raise NotFoundError(f"{what} not found")
         return row
-    owned_or_404(row["owner_id"] if row else None, reader, what)
-    assert row is not None
+    owned_or_404(row.owner_id if row else None, reader, what)
+    assert row is not None  # owned_or_404 refused a missing row
     return row
 
 
-def position_public(row: DictRow) -> PositionPublic:
-    position = Position(row["size"], row["cost"], row["leverage"])
-    price: Decimal = row["mark_price"]
+async def account_page(
+    services: Services,
+    account_id: UUID,
+    reader: Principal,
+    page: Page,
+    read: Callable[[ReadModels, UUID, Page], Awaitable[Sequence[R]]],
+    key: str,
+) -> tuple[list[R], str | None]:
+    """A page of one of the account's lists (`read`, in `key` order), for a reader who may
+    see the account; the next cursor continues after the page's last `key`."""
+    await readable_account(services, account_id, reader)
+    return page.cut(await read(services.reads, account_id, page), key)
+
+
+def position_public(row: prop_accounts.PositionRow) -> PositionPublic:
+    position = Position(row.size, row.cost, row.leverage)
+    price = row.mark_price
     return PositionPublic(
-        asset=row["asset"],
+        asset=row.asset,
         size=position.size,
         average_entry_price=position.average_entry,
         leverage=position.leverage,
@@ -203,8 +237,8 @@ def position_public(row: DictRow) -> PositionPublic:
         notional=position.notional(price),
         unrealized_pnl=position.unrealized(price),
         margin=position.margin(price),
-        mark_source=row["mark_source"],
-        mark_observed_at=row["mark_observed_at"],
+        mark_source=row.mark_source,
+        mark_observed_at=row.mark_observed_at,
     )
 
 
@@ -244,12 +278,11 @@ def submit_action(
     operation_id="prop_account_get",
     dependencies=[Depends(wait_for("prop_accounts"))],
 )
-def get_account(account_id: UUID, reader: PrincipalDep, services: ServicesDep) -> AccountPublic:
-    with services.projections.datastore.transaction() as cursor:
-        row = readable_account(cursor, account_id, reader)
-    return AccountPublic.model_validate(
-        {**row, "day": row["day"] and row["day"].isoformat(), "rules": row["rules"]}
-    )
+async def get_account(
+    account_id: UUID, reader: PrincipalDep, services: ServicesDep
+) -> AccountPublic:
+    row = await readable_account(services, account_id, reader)
+    return AccountPublic.model_validate({**asdict(row), "day": row.day and row.day.isoformat()})
 
 
 @router.get(
@@ -257,13 +290,11 @@ def get_account(account_id: UUID, reader: PrincipalDep, services: ServicesDep) -
     operation_id="prop_account_positions",
     dependencies=[Depends(wait_for("prop_accounts"))],
 )
-def get_positions(account_id: UUID, reader: PrincipalDep, services: ServicesDep) -> PositionsPublic:
-    with services.projections.datastore.transaction() as cursor:
-        readable_account(cursor, account_id, reader)
-        cursor.execute(
-            "SELECT * FROM prop_positions WHERE account_id = %s ORDER BY asset", (account_id,)
-        )
-        rows = cursor.fetchall()
+async def get_positions(
+    account_id: UUID, reader: PrincipalDep, services: ServicesDep
+) -> PositionsPublic:
+    await readable_account(services, account_id, reader)
+    rows = await prop_accounts.positions_of(services.reads, account_id)
     return PositionsPublic(items=[position_public(row) for row in rows])
 
 
@@ -272,41 +303,35 @@ def get_positions(account_id: UUID, reader: PrincipalDep, services: ServicesDep)
     operation_id="prop_account_fills",
     dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("prop_fills"))],
 )
-def get_fills(
+async def get_fills(
     account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
 ) -> FillsPublic:
-    with services.projections.datastore.transaction() as cursor:
-        readable_account(cursor, account_id, reader)
-        cursor.execute(
-            "SELECT * FROM prop_fills WHERE account_id = %s AND number > %s"
-            " ORDER BY number LIMIT %s",
-            (account_id, page.position("number"), page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "number")
+    rows, next_cursor = await account_page(
+        services, account_id, reader, page, prop_fills.fills_of, "number"
+    )
     return FillsPublic(
-        items=[FillPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[FillPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
 @router.get(
     "/{account_id}/snapshots",
     operation_id="prop_account_snapshots",
-    dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("prop_equity"))],
+    dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("prop_equity_curve"))],
 )
-def get_snapshots(
+async def get_snapshots(
     account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
 ) -> EquitySnapshotsPublic:
-    """The equity curve: one point per snapshot, oldest first."""
-    with services.projections.datastore.transaction() as cursor:
-        readable_account(cursor, account_id, reader)
-        cursor.execute(
-            "SELECT * FROM prop_equity_snapshots WHERE account_id = %s AND position > %s"
-            " ORDER BY position LIMIT %s",
-            (account_id, page.position(), page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    """The equity curve, oldest first: one point where the account opened and one after
+    each event that changed its valuation (a fill, a revaluation at moved marks, a
+    flatten). An account whose equity does not move gets no new points."""
+    rows, next_cursor = await account_page(
+        services, account_id, reader, page, prop_equity.equity_curve_of, "position"
+    )
     return EquitySnapshotsPublic(
-        items=[EquitySnapshotPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[EquitySnapshotPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -315,18 +340,14 @@ def get_snapshots(
     operation_id="prop_account_audit",
     dependencies=[Depends(wait_for("prop_accounts")), Depends(wait_for("audit_log"))],
 )
-def get_audit(
+async def get_audit(
     account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
 ) -> AuditEntriesPublic:
     """The account's own events from the audit log: who did what, and when."""
-    with services.projections.datastore.transaction() as cursor:
-        readable_account(cursor, account_id, reader)
-        cursor.execute(
-            "SELECT * FROM audit_log WHERE aggregate_id = %s AND position > %s"
-            " ORDER BY position LIMIT %s",
-            (account_id, page.position(), page.fetch),
-        )
-        rows, next_cursor = page.cut(cursor.fetchall(), "position")
+    rows, next_cursor = await account_page(
+        services, account_id, reader, page, prop_accounts.account_events, "position"
+    )
     return AuditEntriesPublic(
-        items=[AuditEntryPublic.model_validate(row) for row in rows], next_cursor=next_cursor
+        items=[AuditEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
     )

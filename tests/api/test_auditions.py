@@ -253,7 +253,9 @@ def test_a_judged_attempt_shows_its_metrics_and_failed_rules(
         "active_days": 0,
         "breach": None,
     }
-    assert detail["prop_account"]["status"] == "frozen"
+    # The verdict closed the account in the same transaction: nothing touches it again.
+    assert detail["prop_account"]["status"] == "closed"
+    assert detail["prop_account"]["equity"] == attempt["metrics"]["equity"]
 
 
 def test_retrying_a_running_audition_is_a_conflict(
@@ -412,3 +414,27 @@ def test_admins_read_any_audition_and_unknown_ones_are_not_found(
     assert found.status_code == 200 and found.json()["owner_id"] == owner.user_id
     assert_problem(missing, 404, "not-found")
     assert_problem(evaluate_missing, 404, "not-found")
+
+
+def test_another_users_cursor_shows_none_of_their_auditions(
+    client: TestClient, services: Services, clock: FixedClock, owner: SignedIn, version: Any
+) -> None:
+    from projections.paging import encode_cursor
+
+    entitle(services, clock, owner, count=3)
+    owners = {submit(client, owner, *version).json()["audition_id"] for _ in range(3)}
+    other = sign_in(client)
+    catch_up(services)
+    cursor = client.get("/v1/auditions", params={"limit": 1}, headers=owner.headers).json()[
+        "next_cursor"
+    ]
+    # The owner's cursor replayed, and one that names the owner outright.
+    forged = encode_cursor({"position": 0, "owner_id": owner.user_id, "user_id": owner.user_id})
+
+    replayed = [
+        client.get("/v1/auditions", params={"cursor": c}, headers=other.headers).json()
+        for c in (cursor, forged)
+    ]
+
+    assert cursor is not None and len(owners) == 3
+    assert [page["items"] for page in replayed] == [[], []]

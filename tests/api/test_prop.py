@@ -11,9 +11,9 @@ from aggregates.ports import Mark
 from ingest.prices import PostgresPriceSource
 from runtime.clock import FixedClock
 from services.bootstrap import Services
-from services.prop_trading import snapshot_live_accounts
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN, PROP_READER_TOKEN
 from tests.support.http import assert_problem, bearer
+from tests.support.jobs import run_job
 from tests.support.owner import assert_owner_only
 from tests.support.projections import catch_up
 from tests.support.wallets import SignedIn, new_wallet, sign_in
@@ -335,20 +335,60 @@ def test_opening_is_idempotent_by_key(
     assert_problem(unknown, 422, "unknown-rule-set")
 
 
-def test_the_equity_curve_reads_the_snapshots(
-    client: TestClient, services: Services, clock: FixedClock, owner: SignedIn, account_id: str
+def test_the_equity_curve_moves_only_when_the_equity_does(
+    client: TestClient,
+    services: Services,
+    clock: FixedClock,
+    admin: SignedIn,
+    owner: SignedIn,
+    account_id: str,
 ) -> None:
+    record_mark(services, clock, "BTC", "100")
+    act(client, account_id, size="2")  # filled at 100.02, fee 0.10002
+    clock.advance(minutes=5)
+    record_mark(services, clock, "BTC", "110")
     catch_up(services)
-    for _ in range(2):
-        clock.advance(minutes=5)
-        snapshot_live_accounts(services, clock)
+    assert run_job(services, "prop_mark_to_market", clock) == 1
+    clock.advance(minutes=5)
+    record_mark(services, clock, "BTC", "110")  # a newer mark at the same price
+    assert run_job(services, "prop_mark_to_market", clock) == 0
+    clock.advance(minutes=5)
+    closed = client.post(
+        f"/v1/admin/prop/accounts/{account_id}/close",
+        json={"reason": "RETRO-CLOCK done"},
+        headers=admin.headers,
+    )
+    assert closed.status_code == 200, closed.text
     catch_up(services)
+    url = f"/v1/prop/accounts/{account_id}/snapshots"
 
-    items = client.get(f"/v1/prop/accounts/{account_id}/snapshots", headers=owner.headers).json()[
-        "items"
-    ]
+    first = client.get(url, params={"limit": 2}, headers=owner.headers).json()
+    rest = client.get(url, params={"cursor": first["next_cursor"]}, headers=owner.headers).json()
+    summary = client.get(f"/v1/prop/accounts/{account_id}", headers=owner.headers).json()
 
-    assert [(i["taken_at"][11:16], i["equity"]) for i in items] == [
-        ("12:05", "10000"),
-        ("12:10", "10000"),
+    curve = first["items"] + rest["items"]
+    # Opened, Filled, Marked at 110, Flattened at close: the unmoved mark added nothing.
+    assert [(point["taken_at"][11:16], point["equity"]) for point in curve] == [
+        ("12:00", "10000"),
+        ("12:00", "9999.85998"),
+        ("12:05", "10019.85998"),
+        ("12:15", "10019.706002"),
     ]
+    assert [(p["realized_pnl"], p["fees_paid"]) for p in curve] == [
+        ("0", "0"),
+        ("0", "0.10002"),
+        ("0", "0.10002"),
+        ("19.916", "0.209998"),
+    ]
+    for point in curve:
+        money = {key: Decimal(point[key]) for key in point if key != "taken_at"}
+        assert money["equity"] == money["balance"] + money["unrealized_pnl"]
+        assert money["balance"] == Decimal("10000") + money["realized_pnl"] - money["fees_paid"]
+    last = curve[-1]
+    assert (last["equity"], last["realized_pnl"], last["fees_paid"]) == (
+        summary["equity"],
+        summary["realized_pnl"],
+        summary["fees_paid"],
+    )
+    assert (last["unrealized_pnl"], last["margin_used"], last["gross_exposure"]) == ("0", "0", "0")
+    assert rest["next_cursor"] is None and summary["status"] == "closed"

@@ -1,8 +1,9 @@
 """The paid audition, end to end through HTTP: a wallet signs in, pays the fee on-chain (a
 loopback JSON-RPC node), gets an entitlement, publishes a clone, submits it, the engine
 trades on its prop account with a service token, and the evaluator judges it on a clock
-the test moves. Then the same story failing on drawdown, retried, and passed; and every
-read model rebuilt from the log to the same rows."""
+the test moves. Then the same story failing on drawdown (the prop engine's breach ends the
+attempt early), retried, and passed; and every read model rebuilt from the log to the same
+rows."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def node() -> Iterator[EvmNodeServer]:
 
 @pytest.fixture
 def settings(settings: Settings, node: EvmNodeServer) -> Settings:
-    """Pointed at the loopback node; an audition of two days, 5% target, 3% drawdown, two
-    fills on two UTC days."""
+    """Pointed at the loopback node; an audition of two days, 5% target, two fills on two UTC
+    days, and the `audition` rule set's loss limits (5% a day, 10% from the peak)."""
     return short_rules(
         settings,
         evm_rpc_url=HttpUrl(node.url),
@@ -84,22 +85,28 @@ def submit_audition(
     return user, response.json()
 
 
-def trade_up(
-    client: TestClient, services: Services, clock: FixedClock, account_id: str, *, dip: bool
-) -> None:
-    """Buy 40 BTC at 100 today, sell at 115 tomorrow: about +6% after fees. With `dip`,
-    BTC first falls to 92 and the mark-to-market job records it: about -3.2% from the peak,
-    past the audition's 3% drawdown yet inside the prop engine's limits."""
+def trade_up(client: TestClient, services: Services, clock: FixedClock, account_id: str) -> None:
+    """Buy 40 BTC at 100 today, sell at 115 tomorrow: about +6% after fees."""
     record_mark(services, clock(), "100")
     act(client, account_id, 1, size="40")
-    if dip:
-        clock.advance(hours=1)
-        record_mark(services, clock(), "92")
-        catch_up(services)
-        assert run_job(services, "prop_mark_to_market", clock) == 1
     clock.advance(days=1)
     record_mark(services, clock(), "115")
     act(client, account_id, 2, side="sell", size="40")
+
+
+def rally_then_crash(
+    client: TestClient, services: Services, clock: FixedClock, account_id: str
+) -> None:
+    """Buy 40 BTC at 100; the mark-to-market job records it at 115 (equity about 10,597, the
+    peak), then at 89 (about 9,557): 10.4% below the peak, past the 10% drawdown limit, yet
+    inside the day's 5% (the day started at 10,000). The prop engine breaches and freezes."""
+    record_mark(services, clock(), "100")
+    act(client, account_id, 1, size="40")
+    for price in ("115", "89"):
+        clock.advance(hours=1)
+        record_mark(services, clock(), price)
+        catch_up(services)
+        assert run_job(services, "prop_mark_to_market", clock) == 1
 
 
 def to_due_time(clock: FixedClock, attempt: dict[str, Any]) -> None:
@@ -122,7 +129,7 @@ def test_a_paid_audition_that_trades_well_passes(
     assert (submitted["attempt"], submitted["due_at"]) == (1, "2026-11-27T12:00:00Z")
 
     # The engine trades on the audition's prop account over two days.
-    trade_up(client, services, clock, submitted["prop_account_id"], dip=False)
+    trade_up(client, services, clock, submitted["prop_account_id"])
 
     # Nothing is judged before the due time; at it, the evaluator passes the audition.
     catch_up(services)
@@ -131,7 +138,7 @@ def test_a_paid_audition_that_trades_well_passes(
     catch_up(services)
     assert run_job(services, "audition_evaluator", clock) == 1
 
-    # The owner reads the verdict, the metrics and the frozen account.
+    # The owner reads the verdict, the metrics and the account, closed with the verdict.
     audition = detail(client, services, user, submitted["audition_id"])
     (attempt,) = audition["attempts"]
     assert (audition["status"], attempt["ended_by"], attempt["failed_rules"]) == (
@@ -141,25 +148,30 @@ def test_a_paid_audition_that_trades_well_passes(
     )
     assert (attempt["metrics"]["trades"], attempt["metrics"]["active_days"]) == (2, 2)
     assert attempt["metrics"]["total_return"].startswith("0.059")
-    assert audition["prop_account"]["status"] == "frozen"
+    assert audition["prop_account"]["status"] == "closed"
+    assert audition["prop_account"]["equity"] == attempt["metrics"]["equity"]
 
 
 def test_an_audition_failed_on_drawdown_is_retried_and_passes(
     client: TestClient, services: Services, node: EvmNodeServer, clock: FixedClock
 ) -> None:
-    # Paid, submitted; the engine ends up 6% but fell 3.2% on the way.
+    # Paid, submitted; the engine's position rallies, then falls 10.4% from the peak.
     user, submitted = submit_audition(client, services, node)
     audition_id = submitted["audition_id"]
-    trade_up(client, services, clock, submitted["prop_account_id"], dip=True)
+    rally_then_crash(client, services, clock, submitted["prop_account_id"])
 
-    # At the due time the evaluator fails it on the drawdown rule alone.
-    to_due_time(clock, submitted)
+    # The prop engine breached the drawdown limit, so the evaluator fails it at once, long
+    # before the due time, on that rule alone: one limit, enforced and judged.
     catch_up(services)
     assert run_job(services, "audition_evaluator", clock) == 1
     failed = detail(client, services, user, audition_id)
     assert failed["status"] == "failed"
-    assert failed["attempts"][0]["failed_rules"] == ["max-drawdown"]
-    assert failed["attempts"][0]["metrics"]["max_drawdown"].startswith("0.032")
+    (attempt,) = failed["attempts"]
+    assert (attempt["ended_by"], attempt["failed_rules"]) == ("breach", ["max-drawdown"])
+    assert attempt["metrics"]["max_drawdown"].startswith("0.104")
+    assert attempt["metrics"]["breach"] == "max-drawdown"
+    assert failed["rules"]["max_drawdown"] == "0.1"
+    assert failed["prop_account"]["status"] == "closed"
 
     # Within the retry window the owner retries for free, on a new prop account.
     user = sign_in(client, user.wallet)
@@ -170,7 +182,7 @@ def test_an_audition_failed_on_drawdown_is_retried_and_passes(
     assert second["prop_account_id"] != submitted["prop_account_id"]
 
     # The second attempt trades cleanly and passes; both attempts stay on record.
-    trade_up(client, services, clock, second["prop_account_id"], dip=False)
+    trade_up(client, services, clock, second["prop_account_id"])
     to_due_time(clock, second)
     catch_up(services)
     assert run_job(services, "audition_evaluator", clock) == 1
@@ -207,10 +219,9 @@ def test_rebuilding_every_projection_after_the_flow_yields_identical_rows(
     client: TestClient, services: Services, node: EvmNodeServer, clock: FixedClock
 ) -> None:
     user, submitted = submit_audition(client, services, node)
-    trade_up(client, services, clock, submitted["prop_account_id"], dip=True)
-    to_due_time(clock, submitted)
+    rally_then_crash(client, services, clock, submitted["prop_account_id"])
     catch_up(services)
-    run_job(services, "audition_evaluator", clock)
+    assert run_job(services, "audition_evaluator", clock) == 1
     user = sign_in(client, user.wallet)
     client.post(f"/v1/auditions/{submitted['audition_id']}/retry", headers=user.headers)
     catch_up(services)

@@ -23,7 +23,8 @@ from aggregates.auditions import (
 from aggregates.clones import Clone, CloneBannedError
 from aggregates.entitlements import Entitlement, EntitlementStatus
 from aggregates.errors import IdempotencyKeyReusedError
-from aggregates.prop_accounts import ActionRequest, PropAccount
+from aggregates.prop_accounts import ActionRequest, ActionResult, PropAccount
+from aggregates.prop_rules import rule_set
 from ingest.prices import PostgresPriceSource
 from runtime.clock import FixedClock
 from runtime.settings import Settings
@@ -97,6 +98,24 @@ def void(services: Services, audition_id: UUID, at: datetime = NOON + timedelta(
     return auditioning.void_audition(
         services.event_log, context_at(at, "user:admin"), prices, audition_id, "data outage"
     )
+
+
+def engine_buys(services: Services, account_id: UUID, size: str, at: datetime) -> ActionResult:
+    """The engine buys `size` BTC on the account at the latest mark (one action a time)."""
+    return prop_trading.submit_action(
+        services.event_log,
+        context_at(at, "service:engine"),
+        PostgresPriceSource(services.projections.datastore),
+        account_id,
+        ActionRequest(f"buy-{at.isoformat()}", "BTC", "buy", size=Decimal(size)),
+        max_mark_age=timedelta(seconds=60),
+    ).result
+
+
+def marked_round(services: Services, at: datetime, price: str) -> Any:
+    """A mark at `price`, then one round of the mark-to-market job at `at`."""
+    record_mark(services, at, price)
+    return run_job(services, "prop_mark_to_market", FixedClock(at))
 
 
 def load(services: Services, cls: type[A], aggregate_id: UUID) -> A:
@@ -224,7 +243,7 @@ def test_submitting_opens_the_attempts_prop_account_with_the_pinned_equity(
 # --- evaluating ----------------------------------------------------------------------------
 
 
-def test_a_due_audition_is_judged_on_every_rule_and_its_account_frozen(
+def test_a_due_audition_is_judged_on_every_rule_and_its_account_closed(
     services: Services,
 ) -> None:
     state, _ = new_audition(services)
@@ -233,10 +252,44 @@ def test_a_due_audition_is_judged_on_every_rule_and_its_account_frozen(
     evaluated = run_job(services, "audition_evaluator", FixedClock(DUE))
 
     audition = load(services, Audition, state.audition_id)
+    account = load(services, PropAccount, state.attempt.prop_account_id)
     assert evaluated == 1
     assert audition.current.failed_rules == ("profit-target", "min-trades", "min-active-days")
     assert audition.current.ended_by == "due"
-    assert event_types(services, state.attempt.prop_account_id)[-1] == "Frozen"
+    assert event_types(services, account.id)[-1] == "Closed"
+    assert account.status == "closed"
+    catch_up(services)
+    assert rows(
+        services,
+        "SELECT status, status_reason, closed_at FROM prop_accounts WHERE account_id = %s",
+        account.id,
+    ) == [{"status": "closed", "status_reason": "audition failed", "closed_at": DUE}]
+
+
+def test_a_judged_audition_with_positions_is_flattened_closed_and_then_left_alone(
+    services: Services,
+) -> None:
+    state, _ = new_audition(services)
+    account_id = state.attempt.prop_account_id
+    record_mark(services, NOON, "100")
+    assert engine_buys(services, account_id, "1", NOON).status == "filled"
+    record_mark(services, DUE, "104")
+    catch_up(services)
+
+    run_job(services, "audition_evaluator", FixedClock(DUE))
+    catch_up(services)
+    judged = len(event_types(services, account_id))
+    rounds = [
+        marked_round(services, DUE + timedelta(minutes=10 * n), str(100 + n % 7))
+        for n in range(1, 24 * 6 + 1)
+    ]
+
+    assert event_types(services, account_id)[-3:] == ["Marked", "Flattened", "Closed"]
+    account = load(services, PropAccount, account_id)
+    assert (account.status, account.positions) == ("closed", {})
+    # A day of mark rounds with moving prices: the closed account gets nothing more.
+    assert rounds == [0] * len(rounds)
+    assert len(event_types(services, account_id)) == judged
 
 
 def test_an_audition_not_yet_due_is_left_alone(services: Services) -> None:
@@ -288,14 +341,7 @@ def test_a_breach_fails_the_audition_before_it_is_due(services: Services) -> Non
     state, _ = new_audition(services)
     account_id = state.attempt.prop_account_id
     record_mark(services, NOON, "100")
-    prop_trading.submit_action(
-        services.event_log,
-        context_at(NOON, "service:engine"),
-        PostgresPriceSource(services.projections.datastore),
-        account_id,
-        ActionRequest("a-1", "BTC", "buy", size=Decimal("50")),
-        max_mark_age=timedelta(seconds=60),
-    )
+    assert engine_buys(services, account_id, "50", NOON).status == "filled"
     catch_up(services)
     later = NOON + timedelta(hours=1)
     record_mark(services, later, "89")  # 50 x -11 = -550: past the prop engine's 5% a day
@@ -308,7 +354,70 @@ def test_a_breach_fails_the_audition_before_it_is_due(services: Services) -> Non
     assert evaluated == 1
     assert (audition.status, audition.current.ended_by) == ("failed", "breach")
     assert audition.current.failed_rules == ("daily-loss-limit",)
-    assert event_types(services, account_id)[-2:] == ["Breached", "Frozen"]
+    assert event_types(services, account_id)[-4:] == ["Breached", "Frozen", "Flattened", "Closed"]
+
+
+def test_the_loss_limits_are_one_value_wherever_they_are_read_and_enforced(
+    services: Services,
+) -> None:
+    state, _ = new_audition(services)
+    account_id = state.attempt.prop_account_id
+    pinned = load(services, Audition, state.audition_id).rule_set
+    opened = next(iter(services.event_log.events.get(account_id)))
+    assert isinstance(opened, PropAccount.Opened)
+    catalogue = rule_set(pinned.prop_rule_set, pinned.prop_rule_set_version)
+    catch_up(services)
+    shown = rows(
+        services,
+        "SELECT a.rules->>'daily_loss_limit' AS audition_daily,"
+        " a.rules->>'max_drawdown' AS audition_drawdown,"
+        " p.rules->>'daily_loss_limit' AS account_daily,"
+        " p.rules->>'max_drawdown' AS account_drawdown"
+        " FROM auditions a JOIN prop_accounts p ON p.account_id = a.prop_account_id",
+    )
+
+    # One value: the audition's pinned rules, the account's pinned rules, the catalogue, and
+    # both read models.
+    limits = (pinned.daily_loss_limit, pinned.max_drawdown)
+    assert limits == (Decimal("0.05"), Decimal("0.10"))
+    assert (opened.rules["daily_loss_limit"], opened.rules["max_drawdown"]) == limits
+    assert (catalogue.daily_loss_limit, catalogue.max_drawdown) == limits
+    assert shown == [
+        {
+            "audition_daily": "0.05",
+            "audition_drawdown": "0.10",
+            "account_daily": "0.05",
+            "account_drawdown": "0.10",
+        }
+    ]
+
+    # And one limit enforced: 50 BTC bought at 100.02 with a 2.5005 fee, so equity is
+    # 4996.4995 + 50 x price against a floor of 10000 - 0.05 x 10000 = 9500.
+    floor = pinned.starting_equity * (1 - pinned.daily_loss_limit)
+    record_mark(services, NOON, "100")
+    assert engine_buys(services, account_id, "50", NOON).status == "filled"
+    catch_up(services)
+    within, past = NOON + timedelta(hours=1), NOON + timedelta(hours=2)
+    assert marked_round(services, within, "90.0701") == 1  # equity 9500.0045: on the limit
+    rejected = engine_buys(services, account_id, "1", within)  # its fee would cross the floor
+    catch_up(services)
+    assert run_job(services, "audition_evaluator", FixedClock(within)) == 0
+    assert marked_round(services, past, "90.07") == 1  # equity 9499.9995: just past it
+    catch_up(services)
+    evaluated = run_job(services, "audition_evaluator", FixedClock(past))
+
+    assert (rejected.status, rejected.reason) == ("rejected", "daily-loss-limit")
+    breached = [
+        e for e in services.event_log.events.get(account_id) if isinstance(e, PropAccount.Breached)
+    ]
+    assert [(b.rule, b.equity, b.floor) for b in breached] == [
+        ("daily-loss-limit", Decimal("9499.9995"), floor)
+    ]
+    audition = load(services, Audition, state.audition_id)
+    assert evaluated == 1
+    assert (audition.status, audition.current.ended_by) == ("failed", "breach")
+    assert audition.current.failed_rules == ("daily-loss-limit",)
+    assert audition.current.metrics["worst_daily_loss"] > pinned.daily_loss_limit
 
 
 def test_evaluating_now_a_judged_audition_is_refused(services: Services) -> None:

@@ -1,23 +1,30 @@
-"""The prop worker jobs: mark-to-market (a breach freezes the account) and equity snapshots."""
+"""The prop worker job, mark-to-market: a breach freezes the account, and time passing alone
+writes nothing (flat, frozen and closed accounts, and marks that did not move, are left
+alone). The equity curve is read from the accounts' own events, so no job feeds it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import psycopg
 
 from aggregates.prop_accounts import ActionRequest
 from runtime.clock import FixedClock
+from runtime.schema import EVENTS_TABLE
 from scripts.worker import Worker
 from services import prop_trading
 from services.bootstrap import Services
+from services.prop_trading import MarkToMarket
 from tests.integration.test_prop_trading import (
     NOON,
     engine,
     event_types,
     open_account,
     record_marks,
+    rows,
     submit,
 )
 from tests.support.jobs import run_job
@@ -25,13 +32,33 @@ from tests.support.projections import catch_up
 
 D = Decimal
 LATER = NOON + timedelta(minutes=5)
+ROUND = timedelta(minutes=10)
+ROUNDS = 144
+"""Mark rounds every 10 minutes for 24 hours (across a UTC midnight)."""
 
 
-def test_the_worker_runs_both_prop_jobs_on_their_cadences(services: Services) -> None:
+def stored_events(services: Services, *accounts: UUID) -> dict[UUID, Counter[str]]:
+    """Each account's events as the log stores them, counted by type."""
+    with psycopg.connect(services.url) as conn:
+        found = conn.execute(
+            f"SELECT originator_id, topic FROM {EVENTS_TABLE} WHERE originator_id = ANY(%s)",
+            (list(accounts),),
+        ).fetchall()
+    counts: dict[UUID, Counter[str]] = {account: Counter() for account in accounts}
+    for originator_id, topic in found:
+        counts[originator_id][topic.rsplit(".", 1)[-1]] += 1
+    return counts
+
+
+def test_the_worker_runs_the_mark_job_on_its_cadence_and_no_snapshot_job(
+    services: Services,
+) -> None:
     jobs = Worker(services).jobs
 
+    assert isinstance(jobs["prop_mark_to_market"].func, MarkToMarket)
     assert jobs["prop_mark_to_market"].seconds == services.settings.prop_mark_interval
-    assert jobs["prop_equity_snapshots"].seconds == services.settings.prop_snapshot_interval
+    assert [name for name in jobs if name.startswith("prop_")] == ["prop_mark_to_market"]
+    assert [name for name in jobs if "snapshot" in name] == []
 
 
 def test_a_breach_at_mark_to_market_freezes_and_later_actions_are_rejected(
@@ -71,6 +98,7 @@ def test_mark_to_market_leaves_alone_flat_accounts_and_unchanged_marks(
     record_marks(services, BTC="100")
     submit(services, holding, ActionRequest("a-1", "BTC", "buy", size=D("1")))
     catch_up(services)
+    record_marks(services, LATER, BTC="100")  # newer, but the price did not move
 
     marked = run_job(services, "prop_mark_to_market", FixedClock(LATER))
 
@@ -79,26 +107,45 @@ def test_mark_to_market_leaves_alone_flat_accounts_and_unchanged_marks(
     assert "Marked" not in event_types(services, holding)
 
 
-def test_equity_snapshots_feed_the_equity_curve_of_every_live_account(
+def test_a_day_of_mark_rounds_writes_only_for_the_open_account_holding_a_position(
     services: Services,
 ) -> None:
-    live = open_account(services, key="live")
+    flat = open_account(services, key="flat")
+    frozen = open_account(services, key="frozen")
     closed = open_account(services, key="closed")
-    prop_trading.close(services.event_log, engine(), record_marks(services), closed, "done")
+    holding = open_account(services, key="holding")
+    prices = record_marks(services, BTC="100")
+    for account_id in (frozen, closed, holding):
+        submit(services, account_id, ActionRequest("a-1", "BTC", "buy", size=D("1")))
+    prop_trading.freeze(services.event_log, engine(), frozen, "RETRO-CLOCK review")
+    prop_trading.close(services.event_log, engine(), prices, closed, "RETRO-CLOCK done")
     catch_up(services)
+    before = stored_events(services, flat, frozen, closed, holding)
 
-    taken = [
-        prop_trading.snapshot_live_accounts(services, FixedClock(NOON + timedelta(minutes=n)))
-        for n in (5, 10)
-    ]
+    marked = []
+    for number in range(1, ROUNDS + 1):
+        now = NOON + number * ROUND
+        record_marks(services, now, BTC=str(100 + number % 5))  # a new price every round
+        marked.append(run_job(services, "prop_mark_to_market", FixedClock(now)))
+
+    after = stored_events(services, flat, frozen, closed, holding)
+    assert marked == [1] * ROUNDS
+    assert {a: after[a] - before[a] for a in (flat, frozen, closed)} == {
+        flat: Counter(),
+        frozen: Counter(),
+        closed: Counter(),
+    }
+    # Every round a mark that moved, and the first event after midnight starts the UTC day.
+    assert after[holding] - before[holding] == Counter({"Marked": ROUNDS, "DayStarted": 1})
     catch_up(services)
-
-    assert taken == [1, 1]
-    with psycopg.connect(services.url) as conn:
-        curve = conn.execute(
-            "SELECT account_id, taken_at, equity FROM prop_equity_snapshots ORDER BY position"
-        ).fetchall()
-    assert curve == [
-        (live, NOON + timedelta(minutes=5), D("10000")),
-        (live, NOON + timedelta(minutes=10), D("10000")),
-    ]
+    curve = rows(
+        services,
+        "SELECT account_id, count(*) AS points, max(taken_at) AS last FROM prop_equity_curve"
+        " GROUP BY account_id",
+    )
+    assert {r["account_id"]: (r["points"], r["last"]) for r in curve} == {
+        flat: (1, NOON),  # opened
+        frozen: (2, NOON),  # opened, filled
+        closed: (3, NOON),  # opened, filled, flattened at the close
+        holding: (2 + ROUNDS, NOON + ROUNDS * ROUND),  # opened, filled, one per mark
+    }

@@ -29,15 +29,14 @@ SHORT_RULES: dict[str, Any] = {
     "audition_duration": 2 * DAY,
     "audition_starting_equity": Decimal("10000"),
     "audition_profit_target": Decimal("0.05"),
-    "audition_daily_loss_limit": Decimal("0.05"),
-    "audition_max_drawdown": Decimal("0.03"),
     "audition_min_trades": 2,
     "audition_min_active_days": 2,
     "audition_free_retries": 1,
     "audition_retry_window": DAY,
 }
-"""Two days, 5% target, 3% drawdown (inside the prop engine's 5% daily and 10% limits, so
-the audition's own judgement is what fails a 4% fall), two fills on two days."""
+"""Two days, 5% target, two fills on two days. The loss limits are not settings: they are
+the `audition` prop rule set's (5% a day, 10% from the peak), so the limit the prop engine's
+gates and breaches enforce is the one the verdict judges."""
 
 
 def short_rules(settings: Settings, **changes: Any) -> Settings:

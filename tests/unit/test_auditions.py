@@ -22,21 +22,19 @@ from aggregates.auditions import (
 )
 from aggregates.base import CommandContext, acting
 from aggregates.entitlements import ReasonRequiredError
+from aggregates.prop_rules import rule_set
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-RULES = AuditionRules(
+RULES = AuditionRules.on(
+    rule_set("audition", 1),  # its loss limits: 5% a day, 10% from the peak
     duration_seconds=2 * 24 * 3600,
     starting_equity=Decimal("10000"),
     profit_target=Decimal("0.05"),
-    daily_loss_limit=Decimal("0.05"),
-    max_drawdown=Decimal("0.03"),
     min_trades=2,
     min_active_days=2,
     free_retries=1,
     retry_window_seconds=24 * 3600,
-    prop_rule_set="audition",
-    prop_rule_set_version=1,
 )
 PASSED = Verdict(passed=True, failed_rules=[], metrics={"total_return": Decimal("0.06")})
 FAILED = Verdict(passed=False, failed_rules=["max-drawdown"], metrics={"trades": 3})

@@ -427,7 +427,7 @@ def test_actions_on_a_breached_account_are_rejected() -> None:
     assert result.status == "rejected" and result.reason == "account-frozen"
 
 
-# --- admin controls and snapshots ------------------------------------------------------------
+# --- admin controls -------------------------------------------------------------------------
 
 
 def test_freeze_and_unfreeze_are_events_with_reasons() -> None:
@@ -484,14 +484,94 @@ def test_close_flattens_first_and_then_nothing_more_is_allowed() -> None:
     assert act(account, "buy", "1", at=minutes(2)).reason == "account-closed"
 
 
-def test_an_equity_snapshot_records_the_valuation_at_the_recorded_marks() -> None:
+def test_an_old_logs_equity_snapshot_still_replays_and_changes_nothing() -> None:
+    # Nothing emits `EquitySnapshotted` any more; an old log holding one must still load.
     account = new_account()
     act(account, "buy", "10")
     mark(account, minutes(1), BTC="103")
-
     with acting(engine_at(minutes(2))):
-        account.snapshot_equity()
+        account._equity_snapshotted(
+            valuation=account.valuation().to_state(),
+            realized_pnl=account.realized_pnl,
+            fees_paid=account.fees_paid,
+        )
 
-    snapshot = account.collect_events()[-1]
-    assert isinstance(snapshot, PropAccount.EquitySnapshotted)
-    assert snapshot.valuation["equity"] == D("10030")
+    assert isinstance(account.pending_events[-1], PropAccount.EquitySnapshotted)
+    rebuilt = replayed(account)
+
+    assert (rebuilt.equity, rebuilt.positions, rebuilt.status) == (
+        D("10030"),
+        account.positions,
+        "open",
+    )
+
+
+# --- time passing writes nothing ---------------------------------------------------------------
+
+
+def test_a_newer_mark_at_the_same_price_records_nothing() -> None:
+    account = new_account()
+    act(account, "buy", "10")
+    before = len(account.pending_events)
+
+    mark(account, minutes(10), BTC="100")
+
+    assert len(account.pending_events) == before
+    assert account.marks["BTC"]["observed_at"] == NOON
+
+
+def test_only_the_assets_whose_price_moved_are_marked() -> None:
+    account = new_account()
+    act(account, "buy", "10")
+    act(account, "sell", "100", asset="ETH")
+
+    mark(account, minutes(10), BTC="100", ETH="9")
+
+    marked = account.collect_events()[-1]
+    assert isinstance(marked, PropAccount.Marked)
+    assert list(marked.marks) == ["ETH"]
+
+
+def test_mark_to_market_leaves_a_frozen_or_closed_account_alone() -> None:
+    frozen, closed = new_account(), new_account()
+    for account in (frozen, closed):
+        act(account, "buy", "10")
+    with acting(engine_at(minutes(1))):
+        frozen.freeze("review")
+        closed.close("done", marks(minutes(1), BTC="100"), minutes(1))
+    before = [len(a.pending_events) for a in (frozen, closed)]
+
+    for account in (frozen, closed):
+        with acting(engine_at(minutes(10))):
+            assert account.mark_to_market(marks(minutes(10), BTC="90"), minutes(10)) is None
+
+    assert [len(a.pending_events) for a in (frozen, closed)] == before
+
+
+def test_a_verdicts_revaluation_values_a_frozen_account_without_breaching_it_again() -> None:
+    account = new_account()
+    act(account, "buy", "50")
+    mark(account, minutes(5), BTC="89.99")  # breached and frozen
+    before = len(account.pending_events)
+
+    with acting(engine_at(minutes(10))):
+        valuation = account.revalue(marks(minutes(10), BTC="85"), minutes(10))
+
+    assert valuation is not None and valuation.equity == D("9250")
+    assert event_names(account)[before:] == ["Marked"]
+    assert (account.status, account.breach) == ("frozen", "daily-loss-limit")
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        {"size": D("-1")},
+        {"notional": D("-1")},
+        {"size": D("-0.00000001")},
+        {"notional": D("-1e12")},
+    ],
+)
+def test_a_negative_size_or_notional_is_refused_by_the_domain(amount: dict[str, Any]) -> None:
+    # The API schema refuses these too; the domain must not rely on it.
+    with pytest.raises(InvalidPropActionError):
+        ActionRequest("a-1", "BTC", "buy", **amount)
