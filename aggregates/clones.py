@@ -17,10 +17,16 @@ from pydantic import StringConstraints
 from aggregates.base import LedgerAggregate
 from aggregates.errors import ConflictError
 
-# Text rules for everything a clone's owner writes. PostgreSQL refuses NUL in text, and other
-# control characters only hide things from reviewers; lone surrogates pydantic refuses itself.
-ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
-FREE_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # newlines and tabs allowed
+# Text rules for everything users write that others see (clone names and descriptions,
+# profiles, reports, moderation reasons). PostgreSQL refuses NUL in text; other C0 and C1
+# controls, bidirectional overrides, embeddings, isolates and marks (U+202A-U+202E,
+# U+2066-U+2069, U+200E/F, U+061C) and zero-width characters (U+200B-U+200D, U+2060,
+# U+FEFF) only hide or disguise things from reviewers (a name that reads backwards, a
+# look-alike of someone else's). Lone surrogates pydantic refuses itself. The escapes are
+# ASCII and mean the same in pydantic's regex engine, Python's `re` and the OpenAPI document.
+_HIDDEN = r"\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+ONE_LINE = r"^[^\x00-\x1f" + _HIDDEN + r"]*$"
+FREE_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f" + _HIDDEN + r"]*$"  # newlines and tabs allowed
 
 CloneName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=ONE_LINE)
@@ -72,6 +78,10 @@ class Clone(LedgerAggregate):
 
     class Banned(LedgerAggregate.Event):
         reason: str
+
+    class AuditionEntered(LedgerAggregate.Event):
+        audition_id: UUID
+        attempt: int
 
     @event(Created)
     def __init__(
@@ -136,6 +146,14 @@ class Clone(LedgerAggregate):
         if not self.banned:
             self._banned(reason=reason)
 
+    def enter_audition(self, audition_id: UUID, attempt: int) -> None:
+        """An audition attempt starts on this clone. Recorded on the clone (not only read),
+        so the save conflicts with an archive or a ban committed meanwhile and the retry
+        sees it: no attempt ever starts on a clone archived or banned before it."""
+        self.check_not_archived()
+        self.check_not_banned()
+        self._audition_entered(audition_id=audition_id, attempt=attempt)
+
     def check_not_archived(self) -> None:
         if self.archived:
             raise CloneArchivedError(f"clone {self.id} is archived")
@@ -168,3 +186,7 @@ class Clone(LedgerAggregate):
     @event(Banned)
     def _banned(self, reason: str) -> None:
         self.ban_reason = reason
+
+    @event(AuditionEntered)
+    def _audition_entered(self, audition_id: UUID, attempt: int) -> None:
+        pass

@@ -7,8 +7,9 @@
 An edit by the owner returns the profile to pending (from pending, approved, rejected or
 kept_hidden; not while under review, banned or withdrawn). Only an approved profile is
 public. Each reporter reports a profile once; a repeat changes nothing. Reports since the
-last review count towards the threshold; a review closes them. Archiving the clone
-withdraws its profile.
+last review from reporters in good standing count towards the threshold; a review closes
+them. A report from anyone else is recorded (`counts` false) but never hides the profile.
+Archiving the clone withdraws its profile.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def https_url(value: str) -> str:
     return str(url)
 
 
-HttpsUrl = Annotated[str, StringConstraints(max_length=512), AfterValidator(https_url)]
+# The raw text too: a link's hidden characters would be percent-encoded, not refused.
+HttpsUrl = Annotated[
+    str, StringConstraints(max_length=512, pattern=ONE_LINE), AfterValidator(https_url)
+]
 DisplayName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=48, pattern=ONE_LINE)
 ]
@@ -157,6 +161,7 @@ class PublicProfile(LedgerAggregate):
         reporter_id: UUID
         reason: str
         text: str
+        counts: bool = True  # events from before standing was judged all counted
 
     class Hidden(LedgerAggregate.Event):
         open_reports: int
@@ -217,8 +222,15 @@ class PublicProfile(LedgerAggregate):
         self.check_status(ProfileStatus.PENDING, ProfileNotPendingError)
         self._rejected(reason=reason)
 
-    def report(self, reporter_id: UUID, details: ReportDetails, threshold: int) -> UUID:
-        """Count a reporter once; the threshold-th open report hides the profile for review."""
+    def report(
+        self,
+        reporter_id: UUID,
+        details: ReportDetails,
+        threshold: int,
+        in_good_standing: bool = True,
+    ) -> UUID:
+        """Record a reporter once; the threshold-th open report from reporters in good
+        standing hides the profile for review. Other reports are recorded, never counted."""
         if not self.is_public:
             raise ProfileNotPublicError(f"profile {self.id} not found")
         if reporter_id == self.owner_id:
@@ -227,9 +239,13 @@ class PublicProfile(LedgerAggregate):
         if reporter_id in self.reporters:
             return report_id
         self._reported(
-            report_id=report_id, reporter_id=reporter_id, reason=details.reason, text=details.text
+            report_id=report_id,
+            reporter_id=reporter_id,
+            reason=details.reason,
+            text=details.text,
+            counts=in_good_standing,
         )
-        if len(self.open_reporters) >= threshold:
+        if in_good_standing and len(self.open_reporters) >= threshold:
             self._hidden(open_reports=len(self.open_reporters))
         return report_id
 
@@ -278,9 +294,12 @@ class PublicProfile(LedgerAggregate):
         self.status = ProfileStatus.REJECTED.value
 
     @event(Reported)
-    def _reported(self, report_id: UUID, reporter_id: UUID, reason: str, text: str) -> None:
+    def _reported(
+        self, report_id: UUID, reporter_id: UUID, reason: str, text: str, counts: bool = True
+    ) -> None:
         self.reporters = [*self.reporters, reporter_id]
-        self.open_reporters = [*self.open_reporters, reporter_id]
+        if counts:
+            self.open_reporters = [*self.open_reporters, reporter_id]
 
     @event(Hidden)
     def _hidden(self, open_reports: int) -> None:

@@ -24,6 +24,12 @@ import siwe  # noqa: E402
 
 STATEMENT = "Sign in to Pump Party."
 _SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
+MAX_MESSAGE_LENGTH = 1024
+"""Our own messages are about 250 characters plus the domain and the URI (about 300 with
+the defaults); anything longer is refused before the (slow, pure-Python) EIP-4361 grammar
+ever sees it: by the request schema, and again here."""
+_PREAMBLE = " wants you to sign in with your Ethereum account:"
+_NONCE_LINE = re.compile(r"\nNonce: [A-Za-z0-9]{8,}\n")
 
 
 class SiweMessageMalformedError(InvalidCommandError):
@@ -135,10 +141,12 @@ def sign_in_message(
 def check_message(
     message: str, signature: str, expected: SiweExpectations, now: datetime
 ) -> siwe.SiweMessage:
-    """Every check but the nonce's (that one needs the stored nonce)."""
+    """Every check but the nonce's (that one needs the stored nonce).
+
+    The cheap checks (size, signature shape, domain, URI, a nonce line) come first, on the
+    raw text, so a message that cannot be ours never reaches the grammar."""
+    precheck(message, signature, expected)
     parsed = _parse(message)
-    if not _SIGNATURE.match(signature):
-        raise SiweSignatureMalformedError("the signature is not 65 bytes of hex")
     if parsed.domain != expected.domain:
         raise SiweDomainMismatchError(f"the message is for {parsed.domain!r}, not this service")
     if parsed.uri != expected.uri:
@@ -161,6 +169,28 @@ def check_message(
     except siwe.VerificationError:
         raise SiweSignatureInvalidError("the signature is not the message's wallet's") from None
     return parsed
+
+
+def precheck(message: str, signature: str, expected: SiweExpectations) -> None:
+    """String checks that refuse what cannot be one of our messages, in microseconds."""
+    if len(message) > MAX_MESSAGE_LENGTH:
+        raise SiweMessageMalformedError(
+            f"the message is longer than {MAX_MESSAGE_LENGTH} characters"
+        )
+    if not _SIGNATURE.match(signature):
+        raise SiweSignatureMalformedError("the signature is not 65 bytes of hex")
+    first_line = message.split("\n", 1)[0]
+    if not first_line.endswith(_PREAMBLE):
+        raise SiweMessageMalformedError("the message is not an EIP-4361 message")
+    domain = first_line[: -len(_PREAMBLE)]
+    if domain != expected.domain:
+        raise SiweDomainMismatchError(f"the message is for {domain[:100]!r}, not this service")
+    if "\nURI: " not in message:
+        raise SiweMessageMalformedError("the message has no URI")
+    if f"\nURI: {expected.uri}\n" not in message:
+        raise SiweUriMismatchError("the message's URI is not this service's")
+    if not _NONCE_LINE.search(message):
+        raise SiweMessageMalformedError("the message has no nonce")
 
 
 def _parse(message: str) -> siwe.SiweMessage:

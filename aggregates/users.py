@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from eth_utils import to_checksum_address
@@ -45,6 +46,12 @@ class User(LedgerAggregate):
     def register(cls, address: str) -> User:
         checksummed = to_checksum_address(address)
         return cls(id=user_id_for(checksummed), address=checksummed)
+
+    def in_good_standing(self, now: datetime, min_age: timedelta) -> bool:
+        """Whether this user's reports count towards hiding a profile: a moderator or admin,
+        or a wallet that first signed in at least `min_age` ago (so a batch of fresh
+        wallets cannot hide anyone's profile; its reports still reach the moderators)."""
+        return bool(self.roles) or now - self.created_on >= min_age
 
     def record_sign_in(self, session_id: UUID) -> None:
         self._signed_in(session_id=session_id)

@@ -363,6 +363,20 @@ STEPS: list[tuple[int, str, str]] = [
         CREATE INDEX ingest_errors_recent ON ingest_errors (source, occurred_at DESC);
         """,
     ),
+    (
+        13,
+        "sign-in nonces: working state with an expiry, not events (the sign-in is the event)",
+        """
+        CREATE TABLE sign_in_nonces (
+            nonce text PRIMARY KEY,
+            address text NOT NULL,
+            issued_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            consumed_at timestamptz
+        );
+        CREATE INDEX sign_in_nonces_expiry ON sign_in_nonces (expires_at);
+        """,
+    ),
 ]
 
 

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     quote_ttl: int = Field(default=30 * 60, gt=0)
     deposit_pending_timeout: int = Field(default=60 * 60, gt=0)
     deposit_poll_interval: float = Field(default=15.0, gt=0)
+    # A user's purchases waiting for the chain at once; one more is a 409.
+    max_pending_purchases: int = Field(default=5, ge=1, le=1000)
     evm_rpc_timeout: float = Field(default=5.0, gt=0)
     evm_rpc_attempts: int = Field(default=3, ge=1, le=10)
     evm_rpc_backoff: float = Field(default=0.2, ge=0)
@@ -99,6 +101,7 @@ class Settings(BaseSettings):
     ingest_retry_after_max: float = Field(default=60.0, ge=0)
 
     read_wait_timeout: float = Field(default=2.0, ge=0, le=30)
+    access_log: bool = False
     digest_interval: float = Field(default=60.0, gt=0)
     command_retries: int = Field(default=5, ge=0, le=50)
     heartbeat_interval: float = Field(default=5.0, gt=0)
@@ -107,6 +110,9 @@ class Settings(BaseSettings):
     # the strategy-graph guardrails. Lists are JSON, e.g. PUMPPARTY_CLONE_ASSETS='["BTC"]'.
     clone_active_limit: int = Field(default=5, ge=1, le=1000)
     clone_report_threshold: int = Field(default=3, ge=1, le=1000)
+    # Only reports from reporters in good standing count towards that threshold: moderators,
+    # admins, and wallets that first signed in at least this many seconds before reporting.
+    clone_report_min_account_age: int = Field(default=7 * 24 * 3600, ge=0)
     clone_graph_max_nodes: int = Field(default=64, ge=2, le=1000)
     clone_graph_max_edges: int = Field(default=128, ge=1, le=5000)
     clone_graph_max_depth: int = Field(default=16, ge=2, le=1000)

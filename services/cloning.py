@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from aggregates.profiles import (
     profile_id_for,
 )
 from aggregates.strategy_graph import GraphRules, canonical_document, check_graph, graph_digest
+from aggregates.users import User
 from services.eventlog import EventLog, UnitOfWork, Written
 
 
@@ -193,14 +195,22 @@ def report_profile(
     reporter_id: UUID,
     details: ReportDetails,
     threshold: int,
+    reporter_min_age: timedelta = timedelta(0),
 ) -> Written[UUID]:
-    """One report per reporter; the threshold-th distinct reporter hides the profile."""
+    """One report per reporter; the threshold-th distinct reporter in good standing (see
+    `User.in_good_standing`) hides the profile. Other reports are recorded, not counted."""
 
     def decide(unit: UnitOfWork) -> UUID:
         profile = unit.find(PublicProfile, profile_id)
         if profile is None:
             raise NotFoundError(f"profile {profile_id} not found")
-        return profile.report(reporter_id, details, threshold)
+        standing = True
+        if reporter_min_age > timedelta(0):
+            reporter = unit.find(User, reporter_id)
+            standing = reporter is not None and reporter.in_good_standing(
+                context.occurred_at, reporter_min_age
+            )
+        return profile.report(reporter_id, details, threshold, in_good_standing=standing)
 
     return event_log.execute(context, decide)
 

@@ -15,6 +15,7 @@ from runtime.clock import Clock
 from services.auditions import EVALUATOR_JOB, EvaluateDueAuditions
 from services.bootstrap import Services
 from services.economy import DEPOSIT_JOB, DepositConfirmations
+from services.identity import NONCE_PRUNE_JOB, PruneSignInNonces
 from services.prop_trading import MARK_JOB, MarkToMarket
 
 Schedule = dict[str, tuple[Callable[[], object], float]]
@@ -57,6 +58,7 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
             ),
             settings.deposit_poll_interval,
         ),
+        NONCE_PRUNE_JOB: (PruneSignInNonces(services.event_log, clock), settings.nonce_ttl),
         "ledger_reconciliation": (
             lambda: reconcile_and_record(datastore),
             settings.reconciliation_interval,

@@ -10,7 +10,12 @@ from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 
-from aggregates.sign_in import SiweExpectations, check_message, sign_in_message
+from aggregates.sign_in import (
+    MAX_MESSAGE_LENGTH,
+    SiweExpectations,
+    check_message,
+    sign_in_message,
+)
 from api.auth import AccessTokensDep, effective_roles
 from api.deps import ClockDep, EventLogDep, SettingsDep, command_context
 from api.rate_limit import RateLimiter
@@ -21,8 +26,6 @@ from services import identity
 from services.identity import RefreshTokenRejectedError, SessionPolicy, SignedIn
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
-
-ANONYMOUS = "anonymous"
 
 
 class NonceCreate(BaseModel):
@@ -41,11 +44,14 @@ class NoncePublic(BaseModel):
     issued_at: str
     expires_at: str
     message: str
-    position: int
 
 
 class SignInCreate(BaseModel):
-    message: str = Field(min_length=1, max_length=4096)
+    message: str = Field(
+        min_length=1,
+        max_length=MAX_MESSAGE_LENGTH,
+        description="the message from /v1/auth/nonce, as signed (longer ones are refused unread)",
+    )
     signature: str = Field(min_length=1, max_length=256)
 
 
@@ -126,19 +132,20 @@ def create_nonce(
     clock: ClockDep,
     limiter: LimiterDep,
 ) -> NoncePublic:
-    limiter.check("nonce", ip=client_address(request), wallet=body.address)
+    """A single-use nonce kept until it expires (no event: the sign-in is the record).
+
+    Limited per client address only: a limit per wallet would let anyone keep someone
+    else's wallet from signing in."""
+    limiter.check("nonce", ip=client_address(request))
     now = clock().replace(microsecond=0)
     expires_at = now + timedelta(seconds=settings.nonce_ttl)
     nonce = secrets.token_hex(16)
-    written = identity.issue_nonce(
-        event_log, command_context(ANONYMOUS, clock), nonce, body.address, expires_at
-    )
+    identity.issue_nonce(event_log, nonce, body.address, now, expires_at)
     return NoncePublic(
         nonce=nonce,
         issued_at=now.isoformat(),
         expires_at=expires_at.isoformat(),
         message=sign_in_message(expectations(settings), body.address, nonce, now, expires_at),
-        position=written.position,
     )
 
 

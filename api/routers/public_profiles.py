@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
@@ -72,7 +72,11 @@ def report_profile(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> ReportWrittenPublic:
-    """One report per user per profile: a repeat is answered the same and counts once."""
+    """One report per user per profile: a repeat is answered the same and counts once.
+
+    Only reports from users in good standing (moderators, admins, and wallets that first
+    signed in at least `PUMPPARTY_CLONE_REPORT_MIN_ACCOUNT_AGE` seconds ago) count towards
+    hiding the profile for review; the others are recorded for the moderators all the same."""
     written = cloning.report_profile(
         event_log,
         command_context(user.actor, clock),
@@ -80,6 +84,7 @@ def report_profile(
         reporter_id=user.user_id,
         details=body,
         threshold=settings.clone_report_threshold,
+        reporter_min_age=timedelta(seconds=settings.clone_report_min_account_age),
     )
     return ReportWrittenPublic(
         report_id=written.result, profile_id=profile_id, position=written.position

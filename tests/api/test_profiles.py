@@ -97,7 +97,7 @@ def test_a_rejection_carries_its_reason_to_the_owner(
 def test_reports_from_enough_distinct_users_hide_the_profile(
     client: TestClient, services: Services
 ) -> None:
-    configure(client, clone_report_threshold=2)
+    configure(client, clone_report_threshold=2, clone_report_min_account_age=0)
     admin, owner = make_admin(client, services), sign_in(client)
     _, profile_id = approved_clone(client, owner, admin)
     first, second = sign_in(client), sign_in(client)
@@ -131,7 +131,7 @@ def test_a_repeated_report_is_answered_the_same(client: TestClient, services: Se
 
 
 def test_admin_restore_shows_the_profile_again(client: TestClient, services: Services) -> None:
-    configure(client, clone_report_threshold=1)
+    configure(client, clone_report_threshold=1, clone_report_min_account_age=0)
     admin, owner = make_admin(client, services), sign_in(client)
     _, profile_id = approved_clone(client, owner, admin)
     report(client, sign_in(client), profile_id)
@@ -158,7 +158,7 @@ def test_admin_restore_shows_the_profile_again(client: TestClient, services: Ser
 def test_keep_hidden_leaves_it_hidden_until_the_owner_edits(
     client: TestClient, services: Services
 ) -> None:
-    configure(client, clone_report_threshold=1)
+    configure(client, clone_report_threshold=1, clone_report_min_account_age=0)
     admin, owner = make_admin(client, services), sign_in(client)
     _, profile_id = approved_clone(client, owner, admin)
     report(client, sign_in(client), profile_id)
@@ -171,7 +171,7 @@ def test_keep_hidden_leaves_it_hidden_until_the_owner_edits(
 
 
 def test_a_profile_under_review_cannot_be_edited(client: TestClient, services: Services) -> None:
-    configure(client, clone_report_threshold=1)
+    configure(client, clone_report_threshold=1, clone_report_min_account_age=0)
     admin, owner = make_admin(client, services), sign_in(client)
     clone_id, profile_id = approved_clone(client, owner, admin)
     report(client, sign_in(client), profile_id)
