@@ -2,8 +2,10 @@
 
 What the chain says arrives as a `DepositObservation` (fetched at the edge); `assess`
 turns it into verified, rejected (with a reason) or still pending. A `TxClaim` per
-transaction hash, created in the same transaction as the purchase, makes sure no
-transaction ever pays for two purchases.
+transaction hash, taken in the transaction that verifies a purchase (never at submit, so
+a pending purchase holds nothing), makes sure no transaction ever pays for two purchases.
+A `PendingPurchases` roster per user, saved with every submit and settlement, caps how
+many purchases a user may keep waiting for the chain.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -43,6 +46,7 @@ class Reason(StrEnum):
     AMOUNT_TOO_LOW = "amount-too-low"
     TX_BEFORE_QUOTE = "tx-before-quote"
     QUOTE_EXPIRED = "quote-expired"
+    TX_ALREADY_CLAIMED = "tx-already-claimed"
 
 
 def claim_id_for(chain_id: int, tx_hash: str) -> UUID:
@@ -55,6 +59,14 @@ class QuoteNotFoundError(NotFoundError):
 
 class TxAlreadyClaimedError(ConflictError):
     code = "tx-already-claimed"
+
+
+class TooManyPendingPurchasesError(ConflictError):
+    code = "too-many-pending-purchases"
+
+
+def pending_roster_id_for(user_id: UUID) -> UUID:
+    return derive_id("PendingPurchases", str(user_id))
 
 
 class InvalidIdempotencyKeyError(InvalidCommandError):
@@ -99,9 +111,10 @@ class AuditionQuote(LedgerAggregate):
 
 
 class TxClaim(LedgerAggregate):
-    """Which purchase a transaction pays for. A rejected purchase lets go of it, so a tx
-    someone else submitted first (and lost, say as `wrong-sender`) is not lost to its
-    real payer."""
+    """Which purchase a transaction pays for: taken by the first purchase the chain
+    verifies it for, in that settlement's transaction. A purchase that is only pending
+    holds nothing, so whoever submits a tx first cannot keep it from its real payer.
+    (Claims taken at submit before this rule are let go when their purchase is rejected.)"""
 
     class Claimed(LedgerAggregate.Created):
         tx_hash: str
@@ -136,6 +149,51 @@ class TxClaim(LedgerAggregate):
     @event(Reclaimed)
     def _reclaimed(self, purchase_id: UUID) -> None:
         self.purchase_id = purchase_id
+
+
+class PendingPurchases(LedgerAggregate):
+    """One user's purchases still waiting for the chain. Saved in the same transaction as
+    each submit (enter) and each settlement (leave), so the store's version check keeps the
+    cap under concurrent submissions: of two racing for the last place, one retries and is
+    refused."""
+
+    snapshot_interval: ClassVar[int | None] = 100
+
+    class Started(LedgerAggregate.Created):
+        user_id: UUID
+
+    class Entered(LedgerAggregate.Event):
+        purchase_id: UUID
+
+    class Left(LedgerAggregate.Event):
+        purchase_id: UUID
+
+    @event(Started)
+    def __init__(self, id: UUID, user_id: UUID) -> None:
+        self.user_id = user_id
+        self.pending: list[UUID] = []
+
+    def enter(self, purchase_id: UUID, limit: int) -> None:
+        if purchase_id in self.pending:
+            return
+        if len(self.pending) >= limit:
+            raise TooManyPendingPurchasesError(
+                f"{len(self.pending)} purchases are still waiting for the chain (at most"
+                f" {limit}); submit another when one of them is settled"
+            )
+        self._entered(purchase_id=purchase_id)
+
+    def leave(self, purchase_id: UUID) -> None:
+        if purchase_id in self.pending:
+            self._left(purchase_id=purchase_id)
+
+    @event(Entered)
+    def _entered(self, purchase_id: UUID) -> None:
+        self.pending.append(purchase_id)
+
+    @event(Left)
+    def _left(self, purchase_id: UUID) -> None:
+        self.pending.remove(purchase_id)
 
 
 @dataclass(frozen=True)

@@ -103,13 +103,27 @@ class Purchases(LedgerProjection[PurchasesView]):
         )
 
 
-def pending_purchases(datastore: PostgresDatastore, limit: int = 500) -> list[UUID]:
-    """Purchases the deposit poller should look at again, oldest first."""
+POLL_ROUND = 500
+"""At most this many purchases are checked in one round of the deposit poller."""
+POLL_PER_USER = 5
+"""At most this many of one user's purchases are checked in one round."""
+
+
+def pending_purchases(
+    datastore: PostgresDatastore, limit: int | None = None, per_user: int | None = None
+) -> list[UUID]:
+    """Purchases the deposit poller should look at again, shared fairly across users:
+    round robin (every user's oldest pending first, then every user's second, ...), at
+    most `per_user` of one user's, oldest first within each user. One user's many
+    pending purchases never starve another's."""
     with datastore.transaction() as cursor:
         cursor.execute(
-            "SELECT purchase_id FROM purchases WHERE status = 'pending_confirmations'"
-            " ORDER BY submitted_at LIMIT %s",
-            (limit,),
+            "SELECT purchase_id FROM ("
+            "  SELECT purchase_id, submitted_at, row_number() OVER ("
+            "    PARTITION BY user_id ORDER BY submitted_at, purchase_id) AS turn"
+            "  FROM purchases WHERE status = 'pending_confirmations'"
+            ") pending WHERE turn <= %s ORDER BY turn, submitted_at, purchase_id LIMIT %s",
+            (per_user or POLL_PER_USER, limit or POLL_ROUND),
         )
         return [row["purchase_id"] for row in cursor.fetchall()]
 

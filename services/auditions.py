@@ -180,7 +180,9 @@ def submit_audition(
                 rules=rules,
                 request_fingerprint=request,
             )
-            _start_attempt(unit, audition, entitlement_id, context, request_key=None)
+            attempt = _start_attempt(unit, audition, entitlement_id, context, request_key=None)
+            # Written, not only read: a concurrent archive or ban makes this save conflict.
+            clone.enter_audition(audition_id, attempt.number)
             return audition
 
         # Keys are scoped to their owner, so one user's key never names another's audition.
@@ -215,6 +217,7 @@ def retry_audition(
         if not audition.retry_is_free(context.occurred_at):
             entitlement_id = consume_entitlement(unit, owner_id, audition.id, entitlements)
         attempt = _start_attempt(unit, audition, entitlement_id, context, request_key=key)
+        clone.enter_audition(audition.id, attempt.number)  # conflicts with an archive or ban
         return AttemptState(audition.id, audition.status, attempt)
 
     return event_log.execute(context, decide)

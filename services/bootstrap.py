@@ -85,6 +85,7 @@ def deposit_policy(settings: Settings) -> DepositPolicy:
     return DepositPolicy(
         min_confirmations=settings.min_confirmations,
         pending_timeout=timedelta(seconds=settings.deposit_pending_timeout),
+        max_pending_per_user=settings.max_pending_purchases,
     )
 
 

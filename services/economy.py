@@ -10,8 +10,11 @@ from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from aggregates.base import CommandContext, fingerprint
 from aggregates.entitlements import Entitlement, entitlement_id_for
+from aggregates.errors import NotFoundError
 from aggregates.ledger import (
     AUDITION_REVENUE,
     TREASURY,
@@ -21,14 +24,19 @@ from aggregates.ledger import (
 )
 from aggregates.ports import DepositObserver
 from aggregates.purchases import (
+    Assessment,
     AuditionQuote,
     DepositObservation,
+    PendingPurchases,
     Purchase,
     PurchaseStatus,
     QuoteNotFoundError,
+    Reason,
+    TxAlreadyClaimedError,
     TxClaim,
     assess,
     claim_id_for,
+    pending_roster_id_for,
 )
 from runtime.clock import Clock
 from services.eventlog import EventLog, UnitOfWork, Written
@@ -38,10 +46,15 @@ from services.ledger import post_transfer
 log = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_PENDING_PURCHASES = 5
+
+
 @dataclass(frozen=True)
 class DepositPolicy:
     min_confirmations: int
     pending_timeout: timedelta
+    max_pending_per_user: int = DEFAULT_MAX_PENDING_PURCHASES
+    """How many purchases one user may keep waiting for the chain at once."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,12 @@ def submit_purchase(
     key: str,
     quote_id: UUID,
     tx_hash: str,
+    max_pending: int = DEFAULT_MAX_PENDING_PURCHASES,
 ) -> Written[PurchaseState]:
-    """Record the purchase and claim its transaction, once per key and once per tx hash."""
+    """Record the purchase, once per key. It claims nothing: its transaction is claimed
+    only when the chain verifies it (`settle_purchase`). A tx some purchase already
+    settled with is refused at once; a new purchase beyond the user's cap of pending ones
+    is refused (the roster is saved with it, so the cap holds under concurrency)."""
     tx_hash = tx_hash.lower()
     request = fingerprint({"quote_id": quote_id, "tx_hash": tx_hash})
 
@@ -125,23 +142,24 @@ def submit_purchase(
                 request_fingerprint=request,
             ),
         )
-        claim = unit.find(TxClaim, claim_id_for(quote.chain_id, tx_hash))
-        if claim is None:
-            unit.add(
-                TxClaim(
-                    id=claim_id_for(quote.chain_id, tx_hash),
-                    tx_hash=tx_hash,
-                    purchase_id=purchase.id,
-                )
-            )
-        elif purchase.is_pending or purchase.status is PurchaseStatus.VERIFIED:
-            claim.claim_for(purchase.id)
+        if purchase.pending_events:  # new: a repeat answers as the first time did
+            claim = unit.find(TxClaim, claim_id_for(quote.chain_id, tx_hash))
+            if claim is not None and claim.purchase_id not in (None, purchase.id):
+                raise TxAlreadyClaimedError("this transaction already pays for another purchase")
+            pending_roster(unit, user_id).enter(purchase.id, max_pending)
         if purchase.status is PurchaseStatus.VERIFIED:
             # A repeat of a settled purchase answers with the position of its grant too.
             unit.find(Entitlement, entitlement_id_for(purchase.id))
         return PurchaseState.of(purchase)
 
     return event_log.execute(context, decide)
+
+
+def pending_roster(unit: UnitOfWork, user_id: UUID) -> PendingPurchases:
+    roster_id = pending_roster_id_for(user_id)
+    return unit.find(PendingPurchases, roster_id) or unit.add(
+        PendingPurchases(id=roster_id, user_id=user_id)
+    )
 
 
 def settle_purchase(
@@ -155,7 +173,18 @@ def settle_purchase(
     """Apply what the chain says. Verified: the deposit and the fee post and the
     entitlement is granted in the same transaction as the verification."""
 
+    def owner_of(purchase_id: UUID) -> UUID:
+        try:
+            user_id: UUID = event_log.repository.get(purchase_id).user_id
+        except AggregateNotFoundError as missing:
+            raise NotFoundError(f"Purchase {purchase_id} not found") from missing
+        return user_id
+
     def decide(unit: UnitOfWork) -> PurchaseState:
+        # The user's roster is loaded first, so its event is saved before the purchase's
+        # and a repeat of the submit (which reads the purchase, not the roster) answers
+        # with the same position as the first time.
+        roster = unit.find(PendingPurchases, pending_roster_id_for(owner_of(purchase_id)))
         purchase = unit.get(Purchase, purchase_id)
         if not purchase.is_pending:
             return PurchaseState.of(purchase)
@@ -168,6 +197,10 @@ def settle_purchase(
             pending_since=purchase.created_on,
             pending_timeout=policy.pending_timeout,
         )
+        if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(unit, quote, purchase):
+            assessment = Assessment(
+                PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
+            )
         purchase.record(
             assessment,
             observation.block_number if observation else None,
@@ -176,10 +209,30 @@ def settle_purchase(
         if purchase.status is PurchaseStatus.VERIFIED:
             grant(unit, purchase, quote)
         elif purchase.status is PurchaseStatus.REJECTED:
-            unit.get(TxClaim, claim_id_for(quote.chain_id, purchase.tx_hash)).release(purchase.id)
+            claim = unit.find(TxClaim, claim_id_for(quote.chain_id, purchase.tx_hash))
+            if claim is not None:  # only a claim taken at submit by an older release
+                claim.release(purchase.id)
+        if not purchase.is_pending and roster is not None:
+            roster.leave(purchase.id)
         return PurchaseState.of(purchase)
 
     return event_log.execute(context, decide)
+
+
+def claim_tx(unit: UnitOfWork, quote: AuditionQuote, purchase: Purchase) -> bool:
+    """Take the transaction's claim for this verified purchase, in its settlement; False
+    when another purchase took it first. Two purchases verifying one tx at once both
+    write the claim (a creation, or a `Reclaimed` at the same version), so the store lets
+    one through and the other's retry finds the claim taken."""
+    claim_id = claim_id_for(quote.chain_id, purchase.tx_hash)
+    claim = unit.find(TxClaim, claim_id)
+    if claim is None:
+        unit.add(TxClaim(id=claim_id, tx_hash=purchase.tx_hash, purchase_id=purchase.id))
+        return True
+    if claim.purchase_id not in (None, purchase.id):
+        return False
+    claim.claim_for(purchase.id)
+    return True
 
 
 def grant(unit: UnitOfWork, purchase: Purchase, quote: AuditionQuote) -> None:
@@ -247,7 +300,13 @@ def purchase(
 ) -> Written[PurchaseState]:
     """Record the purchase, then, while it is pending, ask the chain about it at once."""
     written = submit_purchase(
-        event_log, context, user_id=user_id, key=key, quote_id=quote_id, tx_hash=tx_hash
+        event_log,
+        context,
+        user_id=user_id,
+        key=key,
+        quote_id=quote_id,
+        tx_hash=tx_hash,
+        max_pending=policy.max_pending_per_user,
     )
     if written.result.status != "pending_confirmations":
         return written
