@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.auditions import Audition
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -94,21 +93,16 @@ class AuditionQueueView(ProjectionView):
 class AuditionQueue(LedgerProjection[AuditionQueueView]):
     name = "audition_queue"
     view_class = AuditionQueueView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            Audition.Submitted,
-            Audition.AttemptStarted,
-            Audition.Passed,
-            Audition.Failed,
-            Audition.Voided,
-            PropAccount.Breached,
-        )
+    topics = topics_of(
+        Audition.Submitted,
+        Audition.AttemptStarted,
+        Audition.Passed,
+        Audition.Failed,
+        Audition.Voided,
+        PropAccount.Breached,
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Audition.Submitted, tracking: Tracking) -> None:

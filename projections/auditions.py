@@ -14,15 +14,14 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composable, Identifier
 from psycopg.types.json import Jsonb
 
 from aggregates.auditions import Audition
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 from runtime.transcoder import jsonable
@@ -163,20 +162,15 @@ class AuditionsView(ProjectionView):
 class Auditions(LedgerProjection[AuditionsView]):
     name = "auditions"
     view_class = AuditionsView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            Audition.Submitted,
-            Audition.AttemptStarted,
-            Audition.Passed,
-            Audition.Failed,
-            Audition.Voided,
-        )
+    topics = topics_of(
+        Audition.Submitted,
+        Audition.AttemptStarted,
+        Audition.Passed,
+        Audition.Failed,
+        Audition.Voided,
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Audition.Submitted, tracking: Tracking) -> None:

@@ -11,14 +11,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.clones import Clone
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -162,21 +161,16 @@ class ClonesView(ProjectionView):
 class Clones(LedgerProjection[ClonesView]):
     name = "clones"
     view_class = ClonesView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            Clone.Created,
-            Clone.Updated,
-            Clone.DraftSaved,
-            Clone.Published,
-            Clone.Archived,
-            Clone.Banned,
-        )
+    topics = topics_of(
+        Clone.Created,
+        Clone.Updated,
+        Clone.DraftSaved,
+        Clone.Published,
+        Clone.Archived,
+        Clone.Banned,
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Clone.Created, tracking: Tracking) -> None:

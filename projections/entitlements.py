@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.entitlements import Entitlement
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -67,19 +66,11 @@ class EntitlementsView(ProjectionView):
 class Entitlements(LedgerProjection[EntitlementsView]):
     name = "entitlements"
     view_class = EntitlementsView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            Entitlement.Granted,
-            Entitlement.Consumed,
-            Entitlement.Restored,
-            Entitlement.Revoked,
-        )
+    topics = topics_of(
+        Entitlement.Granted, Entitlement.Consumed, Entitlement.Restored, Entitlement.Revoked
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Entitlement.Granted, tracking: Tracking) -> None:

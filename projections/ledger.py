@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.ledger import Transfer
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -83,11 +82,9 @@ class LedgerView(ProjectionView):
 class LedgerEntries(LedgerProjection[LedgerView]):
     name = "ledger"
     view_class = LedgerView
-    topics = (get_topic(Transfer.Posted),)
+    topics = topics_of(Transfer.Posted)
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Transfer.Posted, tracking: Tracking) -> None:

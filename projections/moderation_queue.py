@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.profiles import ProfileStatus, PublicProfile
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -129,25 +128,20 @@ class ModerationQueueView(ProjectionView):
 class ModerationQueue(LedgerProjection[ModerationQueueView]):
     name = "moderation_queue"
     view_class = ModerationQueueView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            PublicProfile.Opened,
-            PublicProfile.Submitted,
-            PublicProfile.Approved,
-            PublicProfile.Rejected,
-            PublicProfile.Reported,
-            PublicProfile.Hidden,
-            PublicProfile.Restored,
-            PublicProfile.KeptHidden,
-            PublicProfile.Banned,
-            PublicProfile.Withdrawn,
-        )
+    topics = topics_of(
+        PublicProfile.Opened,
+        PublicProfile.Submitted,
+        PublicProfile.Approved,
+        PublicProfile.Rejected,
+        PublicProfile.Reported,
+        PublicProfile.Hidden,
+        PublicProfile.Restored,
+        PublicProfile.KeptHidden,
+        PublicProfile.Banned,
+        PublicProfile.Withdrawn,
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: PublicProfile.Opened, tracking: Tracking) -> None:

@@ -11,15 +11,14 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 from runtime.transcoder import jsonable
@@ -205,25 +204,20 @@ class PropAccountsView(ProjectionView):
 class PropAccounts(LedgerProjection[PropAccountsView]):
     name = "prop_accounts"
     view_class = PropAccountsView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            PropAccount.Opened,
-            PropAccount.DayStarted,
-            PropAccount.Filled,
-            PropAccount.ActionRejected,
-            PropAccount.Marked,
-            PropAccount.Breached,
-            PropAccount.Frozen,
-            PropAccount.Unfrozen,
-            PropAccount.Flattened,
-            PropAccount.Closed,
-        )
+    topics = topics_of(
+        PropAccount.Opened,
+        PropAccount.DayStarted,
+        PropAccount.Filled,
+        PropAccount.ActionRejected,
+        PropAccount.Marked,
+        PropAccount.Breached,
+        PropAccount.Frozen,
+        PropAccount.Unfrozen,
+        PropAccount.Flattened,
+        PropAccount.Closed,
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: PropAccount.Opened, tracking: Tracking) -> None:

@@ -18,13 +18,12 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -137,20 +136,15 @@ def totals(fills: Sequence[Mapping[str, Any]]) -> tuple[Decimal, Decimal]:
 class PropEquity(LedgerProjection[PropEquityView]):
     name = "prop_equity_curve"
     view_class = PropEquityView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            PropAccount.Opened,
-            PropAccount.Filled,
-            PropAccount.Marked,
-            PropAccount.Flattened,
-            PropAccount.EquitySnapshotted,
-        )
+    topics = topics_of(
+        PropAccount.Opened,
+        PropAccount.Filled,
+        PropAccount.Marked,
+        PropAccount.Flattened,
+        PropAccount.EquitySnapshotted,
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: PropAccount.Opened, tracking: Tracking) -> None:

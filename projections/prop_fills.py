@@ -9,13 +9,12 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -83,11 +82,9 @@ class PropFillsView(ProjectionView):
 class PropFills(LedgerProjection[PropFillsView]):
     name = "prop_fills"
     view_class = PropFillsView
-    topics = tuple(get_topic(cls) for cls in (PropAccount.Filled, PropAccount.Flattened))
+    topics = topics_of(PropAccount.Filled, PropAccount.Flattened)
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: PropAccount.Filled, tracking: Tracking) -> None:

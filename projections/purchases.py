@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.purchases import Purchase
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.reads import ReadModels, columns
 
 
@@ -60,14 +59,11 @@ class PurchasesView(ProjectionView):
 class Purchases(LedgerProjection[PurchasesView]):
     name = "purchases"
     view_class = PurchasesView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (Purchase.Submitted, Purchase.StillPending, Purchase.Verified, Purchase.Rejected)
+    topics = topics_of(
+        Purchase.Submitted, Purchase.StillPending, Purchase.Verified, Purchase.Rejected
     )
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Purchase.Submitted, tracking: Tracking) -> None:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.sessions import Session
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 
@@ -82,14 +81,9 @@ class SessionsView(ProjectionView):
 class Sessions(LedgerProjection[SessionsView]):
     name = "sessions"
     view_class = SessionsView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (Session.Started, Session.Rotated, Session.ReuseDetected, Session.Revoked)
-    )
+    topics = topics_of(Session.Started, Session.Rotated, Session.ReuseDetected, Session.Revoked)
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: Session.Started, tracking: Tracking) -> None:

@@ -7,13 +7,12 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from psycopg.sql import SQL
 
 from aggregates.users import User
 from projections.base import LedgerProjection, ProjectionView
+from projections.dispatch import event_handlers, topics_of
 from projections.reads import ReadModels, columns
 
 
@@ -61,14 +60,9 @@ class UsersView(ProjectionView):
 class Users(LedgerProjection[UsersView]):
     name = "users"
     view_class = UsersView
-    topics = tuple(
-        get_topic(cls)
-        for cls in (User.Registered, User.SignedIn, User.RoleGranted, User.RoleRevoked)
-    )
+    topics = topics_of(User.Registered, User.SignedIn, User.RoleGranted, User.RoleRevoked)
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        pass
+    process_event = event_handlers()
 
     @process_event.register
     def _(self, event: User.Registered, tracking: Tracking) -> None:

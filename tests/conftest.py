@@ -52,8 +52,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    opened = open_services(settings, run_migrations=False)
+def services(settings: Settings, clock: FixedClock) -> Iterator[Services]:
+    """The process's services; its jobs (a live worker's too) run on the test's clock."""
+    opened = open_services(settings, run_migrations=False, clock=clock)
     yield opened
     opened.close()
 

@@ -13,13 +13,12 @@ from pydantic import BaseModel, Field
 
 from aggregates.errors import NotFoundError
 from api.auth import AdminUser
+from api.commands import AdminCommand
 from api.deps import (
     ClockDep,
-    EventLogDep,
     ReadsDep,
     ServicesDep,
     SettingsDep,
-    command_context,
     found,
     wait_for,
 )
@@ -141,15 +140,13 @@ async def get_audition(
 def void_audition(
     audition_id: UUID,
     body: VoidCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
+    admin: AdminCommand,
     prices: PricesDep,
-    clock: ClockDep,
 ) -> VoidedPublic:
     """Void for good: the prop account is closed and the entitlement that paid for the
     current attempt is restored (not after a free retry). Voiding twice is a 409."""
     written = auditioning.void_audition(
-        event_log, command_context(admin.actor, clock), prices, audition_id, body.reason
+        admin.event_log, admin.context, prices, audition_id, body.reason
     )
     return VoidedPublic(
         audition_id=audition_id,
@@ -160,12 +157,10 @@ def void_audition(
 
 
 @router.post("/{audition_id}/evaluate", operation_id="admin_audition_evaluate")
-def evaluate_audition(
-    audition_id: UUID, admin: AdminUser, event_log: EventLogDep, prices: PricesDep, clock: ClockDep
-) -> EvaluatedPublic:
+def evaluate_audition(audition_id: UUID, admin: AdminCommand, prices: PricesDep) -> EvaluatedPublic:
     """Judge the running attempt now, on every rule, as if it were due."""
     written = auditioning.evaluate_audition(
-        event_log, command_context(admin.actor, clock), prices, audition_id, now_requested=True
+        admin.event_log, admin.context, prices, audition_id, now_requested=True
     )
     evaluation = written.result
     assert evaluation is not None  # asked for now, it is judged or refused

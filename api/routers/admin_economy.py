@@ -7,8 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.auth import AdminUser
-from api.deps import ClockDep, EventLogDep, command_context
+from api.commands import AdminCommand
 from api.schemas import Reason, WrittenPublic
 from services import economy
 
@@ -23,11 +22,9 @@ class RevocationCreate(BaseModel):
 def revoke(
     entitlement_id: UUID,
     body: RevocationCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
+    admin: AdminCommand,
 ) -> WrittenPublic:
     written = economy.revoke_entitlement(
-        event_log, command_context(admin.actor, clock), entitlement_id, body.reason
+        admin.event_log, admin.context, entitlement_id, body.reason
     )
     return WrittenPublic(position=written.position)

@@ -11,15 +11,15 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from aggregates.base import CommandContext
 from api.auth import AdminUser
-from api.deps import ClockDep, EventLogDep, ReadsDep, command_context, wait_for
+from api.commands import AdminCommand, Command, items_of
+from api.deps import ReadsDep, wait_for
 from api.pagination import PageDep
 from api.schemas import Reason
 from projections import moderation_queue
 from services import cloning
 from services.cloning import ProfileState
-from services.eventlog import EventLog, Written
+from services.eventlog import Written
 
 router = APIRouter(prefix="/v1/admin/moderation", tags=["admin"])
 
@@ -84,7 +84,7 @@ async def queue(
         await moderation_queue.awaiting_decision(reads, awaiting, page), "queued_position"
     )
     return QueuePublic(
-        items=[QueueEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(QueueEntryPublic, rows),
         next_cursor=next_cursor,
     )
 
@@ -101,19 +101,15 @@ async def reports(
         await moderation_queue.reports_of_profile(reads, profile_id, page), "position"
     )
     return ReportsPublic(
-        items=[ReportPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(ReportPublic, rows),
         next_cursor=next_cursor,
     )
 
 
 def decide(
-    decision: Callable[..., Written[ProfileState]],
-    event_log: EventLog,
-    context: CommandContext,
-    profile_id: UUID,
-    reason: str,
+    decision: Callable[..., Written[ProfileState]], command: Command, profile_id: UUID, reason: str
 ) -> DecisionPublic:
-    written = decision(event_log, context, profile_id=profile_id, reason=reason)
+    written = decision(command.event_log, command.context, profile_id=profile_id, reason=reason)
     state = written.result
     return DecisionPublic(
         profile_id=state.profile_id,
@@ -124,63 +120,28 @@ def decide(
 
 
 @router.post("/profiles/{profile_id}/approve", operation_id="moderation_approve")
-def approve(
-    profile_id: UUID,
-    body: ApprovalCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> DecisionPublic:
-    context = command_context(admin.actor, clock)
-    return decide(cloning.approve_profile, event_log, context, profile_id, body.reason or "")
+def approve(profile_id: UUID, body: ApprovalCreate, admin: AdminCommand) -> DecisionPublic:
+    return decide(cloning.approve_profile, admin, profile_id, body.reason or "")
 
 
 @router.post("/profiles/{profile_id}/reject", operation_id="moderation_reject")
-def reject(
-    profile_id: UUID,
-    body: DecisionCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> DecisionPublic:
-    context = command_context(admin.actor, clock)
-    return decide(cloning.reject_profile, event_log, context, profile_id, body.reason)
+def reject(profile_id: UUID, body: DecisionCreate, admin: AdminCommand) -> DecisionPublic:
+    return decide(cloning.reject_profile, admin, profile_id, body.reason)
 
 
 @router.post("/profiles/{profile_id}/restore", operation_id="moderation_restore")
-def restore(
-    profile_id: UUID,
-    body: DecisionCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> DecisionPublic:
+def restore(profile_id: UUID, body: DecisionCreate, admin: AdminCommand) -> DecisionPublic:
     """A hidden profile was reported wrongly: it is public again, its reports closed."""
-    context = command_context(admin.actor, clock)
-    return decide(cloning.restore_profile, event_log, context, profile_id, body.reason)
+    return decide(cloning.restore_profile, admin, profile_id, body.reason)
 
 
 @router.post("/profiles/{profile_id}/keep-hidden", operation_id="moderation_keep_hidden")
-def keep_hidden(
-    profile_id: UUID,
-    body: DecisionCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> DecisionPublic:
+def keep_hidden(profile_id: UUID, body: DecisionCreate, admin: AdminCommand) -> DecisionPublic:
     """The reports were right: the profile stays hidden until its owner edits it."""
-    context = command_context(admin.actor, clock)
-    return decide(cloning.keep_profile_hidden, event_log, context, profile_id, body.reason)
+    return decide(cloning.keep_profile_hidden, admin, profile_id, body.reason)
 
 
 @router.post("/profiles/{profile_id}/ban", operation_id="moderation_ban")
-def ban(
-    profile_id: UUID,
-    body: DecisionCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> DecisionPublic:
+def ban(profile_id: UUID, body: DecisionCreate, admin: AdminCommand) -> DecisionPublic:
     """Ban the clone behind the profile: hidden for good, and it can no longer publish."""
-    context = command_context(admin.actor, clock)
-    return decide(cloning.ban_clone, event_log, context, profile_id, body.reason)
+    return decide(cloning.ban_clone, admin, profile_id, body.reason)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -14,12 +15,11 @@ from pydantic import BaseModel, Field
 
 from aggregates.base import CommandContext
 from aggregates.prop_accounts import MAX_AMOUNT
-from api.auth import AdminUser
-from api.deps import ClockDep, EventLogDep, command_context
+from api.commands import AdminCommand, Command
 from api.routers.prop import PricesDep
 from api.schemas import Reason
 from services import prop_trading
-from services.eventlog import Written
+from services.eventlog import EventLog, Written
 
 router = APIRouter(prefix="/v1/admin/prop/accounts", tags=["admin"])
 
@@ -58,12 +58,10 @@ class PropStatusPublic(BaseModel):
 
 
 @router.post("", status_code=201, operation_id="admin_prop_open")
-def open_account(
-    body: PropAccountCreate, admin: AdminUser, event_log: EventLogDep, clock: ClockDep
-) -> PropAccountOpenedPublic:
+def open_account(body: PropAccountCreate, admin: AdminCommand) -> PropAccountOpenedPublic:
     written = prop_trading.open_account(
-        event_log,
-        command_context(admin.actor, clock),
+        admin.event_log,
+        admin.context,
         key=f"admin:{body.key}",
         owner_id=body.owner_id,
         clone_id=body.clone_id,
@@ -77,79 +75,46 @@ def open_account(
 
 
 def _control(
-    account_id: UUID,
-    admin: AdminUser,
-    clock: ClockDep,
-    run: Callable[[CommandContext], Written[str]],
+    account_id: UUID, admin: Command, run: Callable[[EventLog, CommandContext], Written[str]]
 ) -> PropStatusPublic:
-    written = run(command_context(admin.actor, clock))
+    written = run(admin.event_log, admin.context)
     return PropStatusPublic(account_id=account_id, status=written.result, position=written.position)
 
 
 @router.post("/{account_id}/freeze", operation_id="admin_prop_freeze")
-def freeze(
-    account_id: UUID,
-    body: PropControlCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> PropStatusPublic:
+def freeze(account_id: UUID, body: PropControlCreate, admin: AdminCommand) -> PropStatusPublic:
     """Stop trading: every action is rejected (`account-frozen`) until unfrozen."""
     return _control(
-        account_id,
-        admin,
-        clock,
-        lambda context: prop_trading.freeze(event_log, context, account_id, body.reason),
+        account_id, admin, partial(prop_trading.freeze, account_id=account_id, reason=body.reason)
     )
 
 
 @router.post("/{account_id}/unfreeze", operation_id="admin_prop_unfreeze")
-def unfreeze(
-    account_id: UUID,
-    body: PropControlCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
-) -> PropStatusPublic:
+def unfreeze(account_id: UUID, body: PropControlCreate, admin: AdminCommand) -> PropStatusPublic:
     return _control(
-        account_id,
-        admin,
-        clock,
-        lambda context: prop_trading.unfreeze(event_log, context, account_id, body.reason),
+        account_id, admin, partial(prop_trading.unfreeze, account_id=account_id, reason=body.reason)
     )
 
 
 @router.post("/{account_id}/flatten", operation_id="admin_prop_flatten")
 def flatten(
-    account_id: UUID,
-    body: PropControlCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    prices: PricesDep,
-    clock: ClockDep,
+    account_id: UUID, body: PropControlCreate, admin: AdminCommand, prices: PricesDep
 ) -> PropStatusPublic:
     """Close every position at the latest mark, with slippage and fee; no gates apply."""
     return _control(
         account_id,
         admin,
-        clock,
-        lambda context: prop_trading.flatten(event_log, context, prices, account_id, body.reason),
+        partial(prop_trading.flatten, prices=prices, account_id=account_id, reason=body.reason),
     )
 
 
 @router.post("/{account_id}/close", operation_id="admin_prop_close")
 def close(
-    account_id: UUID,
-    body: PropControlCreate,
-    admin: AdminUser,
-    event_log: EventLogDep,
-    prices: PricesDep,
-    clock: ClockDep,
+    account_id: UUID, body: PropControlCreate, admin: AdminCommand, prices: PricesDep
 ) -> PropStatusPublic:
     """Flatten whatever is open, then close the account for good."""
     return _control(
         account_id,
         admin,
-        clock,
-        lambda context: prop_trading.close(event_log, context, prices, account_id, body.reason),
+        partial(prop_trading.close, prices=prices, account_id=account_id, reason=body.reason),
     )

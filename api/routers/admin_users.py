@@ -8,8 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from api.auth import AdminUser
-from api.deps import ClockDep, EventLogDep, command_context
+from api.commands import AdminCommand
 from services import identity
 
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"])
@@ -26,12 +25,8 @@ class RolesPublic(BaseModel):
 
 
 @router.post("/{user_id}/roles", operation_id="admin_grant_role")
-def grant_role(
-    user_id: UUID, body: RoleCreate, admin: AdminUser, event_log: EventLogDep, clock: ClockDep
-) -> RolesPublic:
-    written = identity.grant_role(
-        event_log, command_context(admin.actor, clock), user_id, body.role
-    )
+def grant_role(user_id: UUID, body: RoleCreate, admin: AdminCommand) -> RolesPublic:
+    written = identity.grant_role(admin.event_log, admin.context, user_id, body.role)
     return RolesPublic(user_id=user_id, roles=written.result, position=written.position)
 
 
@@ -39,9 +34,7 @@ def grant_role(
 def revoke_role(
     user_id: UUID,
     role: Annotated[str, Path(max_length=32)],
-    admin: AdminUser,
-    event_log: EventLogDep,
-    clock: ClockDep,
+    admin: AdminCommand,
 ) -> RolesPublic:
-    written = identity.revoke_role(event_log, command_context(admin.actor, clock), user_id, role)
+    written = identity.revoke_role(admin.event_log, admin.context, user_id, role)
     return RolesPublic(user_id=user_id, roles=written.result, position=written.position)

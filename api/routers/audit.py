@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel
 
 from api.auth import require_admin_or_scope
+from api.commands import items_of
 from api.deps import EventLogDep, ReadsDep, wait_for
 from api.pagination import PageDep
 from api.schemas import SearchText
@@ -85,7 +86,7 @@ async def audit_events(
     where = audit_log.AuditFilter(**filters.model_dump())
     rows, next_cursor = page.cut(await audit_log.audit_entries(reads, where, page), "position")
     return AuditEntriesPublic(
-        items=[AuditEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(AuditEntryPublic, rows),
         next_cursor=next_cursor,
     )
 

@@ -15,13 +15,11 @@ from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, owned_or_404
+from api.commands import UserCommand, items_of
 from api.deps import (
-    ClockDep,
-    EventLogDep,
     ReadsDep,
     ServicesDep,
     SettingsDep,
-    command_context,
     found,
     wait_for,
 )
@@ -205,7 +203,7 @@ def page_of(rows: Sequence[auditions.AuditionSummaryRow], page: Page) -> Auditio
     """A page of audition rows read in `position` order."""
     items, next_cursor = page.cut(rows, "position")
     return AuditionsPublic(
-        items=[AuditionSummaryPublic.model_validate(row, from_attributes=True) for row in items],
+        items=items_of(AuditionSummaryPublic, items),
         next_cursor=next_cursor,
     )
 
@@ -219,19 +217,17 @@ def page_of(rows: Sequence[auditions.AuditionSummaryRow], page: Page) -> Auditio
 )
 def submit_audition(
     body: AuditionCreate,
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     services: ServicesDep,
     settings: SettingsDep,
-    clock: ClockDep,
     key: IdempotencyKey = None,
 ) -> AttemptWrittenPublic:
     """Submit a published version of your clone: one available audition entitlement is
     consumed, the audition created and its prop account opened, all at once. Pass the
     purchase's `position` as `X-Min-Position` to be sure a fresh entitlement is seen."""
     written = auditioning.submit_audition(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         owner_id=user.user_id,
         clone_id=body.clone_id,
         version_hash=body.version_hash.lower(),
@@ -280,17 +276,15 @@ async def get_audition(
 )
 def retry_audition(
     audition_id: UUID,
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     services: ServicesDep,
-    clock: ClockDep,
     key: IdempotencyKey = None,
 ) -> AttemptWrittenPublic:
     """Start the next attempt of a failed audition on a new prop account: free within the
     retry policy pinned on the audition, otherwise it consumes another entitlement."""
     written = auditioning.retry_audition(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         audition_id=audition_id,
         owner_id=user.user_id,
         key=key,

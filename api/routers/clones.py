@@ -19,13 +19,11 @@ from aggregates.clones import CloneDescription, CloneName
 from aggregates.profiles import ProfileDetails
 from aggregates.strategy_graph import GraphRules
 from api.auth import CurrentUser, Principal, owned_or_404
+from api.commands import UserCommand, items_of
 from api.deps import (
-    ClockDep,
-    EventLogDep,
     ReadsDep,
     ServicesDep,
     SettingsDep,
-    command_context,
     found,
     wait_for,
 )
@@ -216,10 +214,8 @@ async def owned(
 @router.post("", status_code=201, operation_id="clone_create")
 def create_clone(
     body: CloneCreate,
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     settings: SettingsDep,
-    clock: ClockDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -230,8 +226,8 @@ def create_clone(
     ] = None,
 ) -> CloneWrittenPublic:
     written = cloning.create_clone(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         owner_id=user.user_id,
         key=idempotency_key or secrets.token_hex(16),
         name=body.name,
@@ -252,7 +248,7 @@ async def list_clones(
         await clones.clones_of_owner(reads, user.user_id, status, page), "position"
     )
     return ClonesPublic(
-        items=[CloneSummaryPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(CloneSummaryPublic, rows),
         next_cursor=next_cursor,
     )
 
@@ -282,12 +278,10 @@ async def get_clone(clone_id: UUID, user: CurrentUser, services: ServicesDep) ->
 
 
 @router.patch("/{clone_id}", operation_id="clone_update")
-def update_clone(
-    clone_id: UUID, body: ClonePatch, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
-) -> CloneWrittenPublic:
+def update_clone(clone_id: UUID, body: ClonePatch, user: UserCommand) -> CloneWrittenPublic:
     written = cloning.update_clone(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         clone_id=clone_id,
         owner_id=user.user_id,
         name=body.name,
@@ -297,11 +291,9 @@ def update_clone(
 
 
 @router.post("/{clone_id}/archive", operation_id="clone_archive")
-def archive_clone(
-    clone_id: UUID, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
-) -> CloneWrittenPublic:
+def archive_clone(clone_id: UUID, user: UserCommand) -> CloneWrittenPublic:
     written = cloning.archive_clone(
-        event_log, command_context(user.actor, clock), clone_id=clone_id, owner_id=user.user_id
+        user.event_log, user.context, clone_id=clone_id, owner_id=user.user_id
     )
     return CloneWrittenPublic(clone_id=clone_id, position=written.position)
 
@@ -319,14 +311,12 @@ def save_draft(
             examples=[EXAMPLE_GRAPH],
         ),
     ],
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     settings: SettingsDep,
-    clock: ClockDep,
 ) -> DraftWrittenPublic:
     written = cloning.save_draft(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         clone_id=clone_id,
         owner_id=user.user_id,
         graph=graph,
@@ -346,15 +336,13 @@ def save_draft(
 def publish_version(
     clone_id: UUID,
     response: Response,
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     settings: SettingsDep,
-    clock: ClockDep,
 ) -> VersionWrittenPublic:
     """Publish the current draft. A graph already published is answered 200, not again."""
     written = cloning.publish_version(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         clone_id=clone_id,
         owner_id=user.user_id,
         rules=graph_rules(settings),
@@ -390,19 +378,17 @@ async def list_versions(
         await clones.versions_of_clone(services.reads, clone_id, page), "position"
     )
     return VersionsPublic(
-        items=[VersionPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(VersionPublic, rows),
         next_cursor=next_cursor,
     )
 
 
 @router.put("/{clone_id}/profile", operation_id="clone_submit_profile")
-def submit_profile(
-    clone_id: UUID, body: ProfileCreate, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
-) -> ProfileWrittenPublic:
+def submit_profile(clone_id: UUID, body: ProfileCreate, user: UserCommand) -> ProfileWrittenPublic:
     """Submit or edit the public profile; it waits for an admin's approval again."""
     written = cloning.submit_profile(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         clone_id=clone_id,
         owner_id=user.user_id,
         details=body,

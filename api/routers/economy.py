@@ -15,13 +15,11 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from aggregates.ledger import USDC_DECIMALS, user_account
 from aggregates.purchases import InvalidIdempotencyKeyError
 from api.auth import CurrentUser, owned_or_404
+from api.commands import UserCommand, items_of
 from api.deps import (
-    ClockDep,
-    EventLogDep,
     ReadsDep,
     ServicesDep,
     SettingsDep,
-    command_context,
     found,
     wait_for,
 )
@@ -130,12 +128,10 @@ def as_usdc(minor: int) -> str:
 
 
 @router.post("/v1/economy/audition-quotes", status_code=201, operation_id="economy_quote")
-def create_quote(
-    user: CurrentUser, event_log: EventLogDep, settings: SettingsDep, clock: ClockDep
-) -> QuotePublic:
+def create_quote(user: UserCommand, settings: SettingsDep) -> QuotePublic:
     written = economy.quote_audition(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         quote_id=uuid.uuid4(),
         user_id=user.user_id,
         payer=user.address,
@@ -162,14 +158,12 @@ def create_quote(
 def create_purchase(
     body: PurchaseCreate,
     key: Annotated[str, Depends(idempotency_key)],
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     services: ServicesDep,
-    clock: ClockDep,
 ) -> PurchaseAccepted:
     written = economy.purchase(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         services.evm,
         services.deposit_policy,
         user_id=user.user_id,
@@ -215,7 +209,7 @@ async def list_entitlements(
         "entitlement_id",
     )
     return EntitlementsPublic(
-        items=[EntitlementPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(EntitlementPublic, rows),
         next_cursor=next_cursor,
     )
 
@@ -235,6 +229,6 @@ async def my_ledger_account(
         account=account,
         balance_minor=str(balance),
         balance=as_usdc(balance),
-        entries=[LedgerEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        entries=items_of(LedgerEntryPublic, rows),
         next_cursor=next_cursor,
     )

@@ -10,13 +10,11 @@ from pydantic import BaseModel
 
 from aggregates.errors import NotFoundError
 from api.auth import CurrentUser, effective_roles, owned_or_404
+from api.commands import UserCommand, items_of
 from api.deps import (
-    ClockDep,
-    EventLogDep,
     ReadsDep,
     ServicesDep,
     SettingsDep,
-    command_context,
     found,
     wait_for,
 )
@@ -80,7 +78,7 @@ async def list_sessions(user: CurrentUser, reads: ReadsDep, page: PageDep) -> Se
         await sessions.sessions_of_user(reads, user.user_id, page), "started_at", "session_id"
     )
     return SessionsPublic(
-        items=[SessionPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(SessionPublic, rows),
         next_cursor=next_cursor,
     )
 
@@ -99,12 +97,10 @@ async def get_session(session_id: UUID, user: CurrentUser, services: ServicesDep
 
 
 @router.delete("/v1/sessions/{session_id}", operation_id="session_revoke")
-def revoke_session(
-    session_id: UUID, user: CurrentUser, event_log: EventLogDep, clock: ClockDep
-) -> WrittenPublic:
+def revoke_session(session_id: UUID, user: UserCommand) -> WrittenPublic:
     written = identity.revoke_session(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         session_id=session_id,
         owner_id=user.user_id,
         reason="revoked-by-owner",

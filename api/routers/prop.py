@@ -23,6 +23,7 @@ from aggregates.prop_accounts import (
     Position,
 )
 from api.auth import Principal, PrincipalDep, owned_or_404, require_service
+from api.commands import items_of
 from api.deps import (
     ClockDep,
     EventLogDep,
@@ -310,7 +311,7 @@ async def get_fills(
         services, account_id, reader, page, prop_fills.fills_of, "number"
     )
     return FillsPublic(
-        items=[FillPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(FillPublic, rows),
         next_cursor=next_cursor,
     )
 
@@ -330,7 +331,7 @@ async def get_snapshots(
         services, account_id, reader, page, prop_equity.equity_curve_of, "position"
     )
     return EquitySnapshotsPublic(
-        items=[EquitySnapshotPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(EquitySnapshotPublic, rows),
         next_cursor=next_cursor,
     )
 
@@ -348,6 +349,6 @@ async def get_audit(
         services, account_id, reader, page, prop_accounts.account_events, "position"
     )
     return AuditEntriesPublic(
-        items=[AuditEntryPublic.model_validate(row, from_attributes=True) for row in rows],
+        items=items_of(AuditEntryPublic, rows),
         next_cursor=next_cursor,
     )

@@ -10,13 +10,10 @@ from pydantic import BaseModel
 
 from aggregates.errors import NotFoundError
 from aggregates.profiles import ReportDetails
-from api.auth import CurrentUser
+from api.commands import UserCommand
 from api.deps import (
-    ClockDep,
-    EventLogDep,
     ServicesDep,
     SettingsDep,
-    command_context,
     found,
     wait_for,
 )
@@ -67,10 +64,8 @@ async def get_profile(profile_id: UUID, services: ServicesDep) -> PublicProfileP
 def report_profile(
     profile_id: UUID,
     body: ReportCreate,
-    user: CurrentUser,
-    event_log: EventLogDep,
+    user: UserCommand,
     settings: SettingsDep,
-    clock: ClockDep,
 ) -> ReportWrittenPublic:
     """One report per user per profile: a repeat is answered the same and counts once.
 
@@ -78,8 +73,8 @@ def report_profile(
     signed in at least `PUMPPARTY_CLONE_REPORT_MIN_ACCOUNT_AGE` seconds ago) count towards
     hiding the profile for review; the others are recorded for the moderators all the same."""
     written = cloning.report_profile(
-        event_log,
-        command_context(user.actor, clock),
+        user.event_log,
+        user.context,
         profile_id=profile_id,
         reporter_id=user.user_id,
         details=body,
