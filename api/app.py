@@ -1,13 +1,22 @@
-"""The FastAPI app: one router per area, problem+json errors, request ids, metrics."""
+"""The FastAPI app: one router per area, problem+json errors, request ids, metrics.
+
+The request path is kept lean: two pure-ASGI middlewares of ours (request id, metrics)
+inside FastAPI's own, `async def` dependencies (no thread-pool hop each), uvicorn's access
+log off unless `PUMPPARTY_ACCESS_LOG` is set, and one watcher per process for
+read-your-writes waits (`api.deps.ProjectionPositions`).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api import metrics
+from api.auth import VerifiedTokens
+from api.deps import close_positions, positions_of
 from api.problems import RESPONSES, install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.request_id import RequestIdMiddleware
@@ -67,12 +76,17 @@ def create_app(
         opened = services or open_services(settings or get_settings())
         app.state.services = opened
         app.state.access_tokens = AccessTokens.from_settings(opened.settings)
+        app.state.verified_tokens = VerifiedTokens(app.state.access_tokens)
         app.state.auth_limiter = RateLimiter(opened.settings.auth_rate_limit)
         app.state.metrics.watch(opened)
+        if not opened.settings.access_log:
+            quiet_access_log()
         await opened.reads.open()
+        positions_of(opened.reads)
         try:
             yield
         finally:
+            await close_positions(opened.reads)
             await opened.reads.close()
             if owned:
                 opened.close()
@@ -92,3 +106,12 @@ def create_app(
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def quiet_access_log() -> None:
+    """What uvicorn does for `--no-access-log`: no handler and no propagation, so every
+    connection opened from now on skips the access line (uvicorn asks `hasHandlers()` when
+    it opens one). Done here too so the setting holds however uvicorn was started."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False

@@ -2,14 +2,17 @@
 
 Every router gets its callers through these dependencies: `CurrentUser`, `AdminUser`,
 `require_service(scope)`, `require_admin_or_scope(scope)`, and `owned_or_404` for owner
-routes.
+routes. They are all `async def` and read what they need from the app's state, so
+resolving them costs no hop to the thread pool (FastAPI runs every plain `def`
+dependency there).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -17,7 +20,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from aggregates.errors import AuthenticationFailedError, NotFoundError, NotPermittedError
-from api.deps import ClockDep, SettingsDep
 from api.tokens import AccessTokens
 from runtime.settings import Settings
 
@@ -59,39 +61,79 @@ def service_for(token: str, settings: Settings) -> Principal | None:
     return found
 
 
-def get_access_tokens(request: Request) -> AccessTokens:
+async def get_access_tokens(request: Request) -> AccessTokens:
     tokens: AccessTokens = request.app.state.access_tokens
     return tokens
 
 
 AccessTokensDep = Annotated[AccessTokens, Depends(get_access_tokens)]
 
+VERIFIED_FOR = timedelta(seconds=1)
+"""How long, on the service's clock, an access token verified once is taken again without
+verifying it (the signature and JSON parsing are most of a small read's CPU): at most this
+long past its expiry and leeway, then it is verified again and refused."""
 
-def current_principal(
-    credentials: BearerDep, settings: SettingsDep, tokens: AccessTokensDep, clock: ClockDep
-) -> Principal:
+VERIFIED_MAX = 4096
+"""Tokens remembered at most; past that the memory starts again (each request verifies)."""
+
+
+class VerifiedTokens:
+    """The access tokens this app verified in the last `VERIFIED_FOR`, with their callers.
+    One per app: its keys are the app's (`AccessTokens`)."""
+
+    def __init__(self, tokens: AccessTokens) -> None:
+        self.tokens = tokens
+        self._seen: dict[str, tuple[Principal, datetime]] = {}
+
+    def principal(self, token: str, now: datetime) -> Principal:
+        seen = self._seen.get(token)
+        if seen is not None and seen[1] <= now < seen[1] + VERIFIED_FOR:
+            return seen[0]
+        claims = self.tokens.verify(token, now)
+        principal = Principal(
+            "user", str(claims.user_id), roles=claims.roles, address=claims.address
+        )
+        if len(self._seen) >= VERIFIED_MAX:
+            self._seen.clear()
+        self._seen[token] = (principal, now)
+        return principal
+
+
+def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The caller: a user (access token, a JWT) or a service (service token)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationFailedError("a bearer token is required")
+    state = request.app.state
     token = credentials.credentials
     if token.count(".") == 2:
-        claims = tokens.verify(token, clock())
-        return Principal("user", str(claims.user_id), roles=claims.roles, address=claims.address)
-    principal = service_for(token, settings)
+        verified: VerifiedTokens = state.verified_tokens
+        return verified.principal(token, state.clock())
+    principal = service_for(token, state.services.settings)
     if principal is None:
         raise AuthenticationFailedError("the token is not valid")
     return principal
 
 
+# Each dependency below reads the bearer credentials itself rather than depending on
+# `current_principal`: FastAPI resolves every level of a dependency tree on every request.
+
+
+async def current_principal(request: Request, credentials: BearerDep) -> Principal:
+    return principal_of(request, credentials)
+
+
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def current_user(principal: PrincipalDep) -> Principal:
+async def current_user(request: Request, credentials: BearerDep) -> Principal:
+    principal = principal_of(request, credentials)
     if principal.kind != "user":
         raise NotPermittedError("this needs a signed-in user")
     return principal
 
 
-def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+async def admin_user(request: Request, credentials: BearerDep) -> Principal:
+    user = await current_user(request, credentials)
     if not user.is_admin:
         raise NotPermittedError("this needs the admin role")
     return user
@@ -101,8 +143,9 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
-def require_service(scope: str) -> Callable[[Principal], Principal]:
-    def dependency(principal: PrincipalDep) -> Principal:
+def require_service(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(request: Request, credentials: BearerDep) -> Principal:
+        principal = principal_of(request, credentials)
         if principal.kind != "service" or scope not in principal.scopes:
             raise NotPermittedError(f"this needs a service token with the {scope!r} scope")
         return principal
@@ -110,8 +153,9 @@ def require_service(scope: str) -> Callable[[Principal], Principal]:
     return dependency
 
 
-def require_admin_or_scope(scope: str) -> Callable[[Principal], Principal]:
-    def dependency(principal: PrincipalDep) -> Principal:
+def require_admin_or_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(request: Request, credentials: BearerDep) -> Principal:
+        principal = principal_of(request, credentials)
         if not (principal.is_admin or scope in principal.scopes):
             raise NotPermittedError(f"this needs the admin role or the {scope!r} scope")
         return principal

@@ -1,8 +1,17 @@
 """Dependencies every router uses: the process's services, the clock, the command context,
-and read-your-writes waits."""
+and read-your-writes waits.
+
+Every dependency here is `async def` and reads the app's state: FastAPI runs a plain `def`
+dependency in the thread pool, a hop per dependency per request.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -17,33 +26,41 @@ from runtime.settings import Settings
 from services.bootstrap import Services
 from services.eventlog import EventLog
 
+log = logging.getLogger(__name__)
+
 R = TypeVar("R")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
-
-
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    services: Services = request.app.state.services
     return services.settings
 
 
-def get_event_log(services: ServicesDep) -> EventLog:
+async def get_event_log(request: Request) -> EventLog:
+    services: Services = request.app.state.services
     return services.event_log
 
 
+async def get_reads(request: Request) -> ReadModels:
+    services: Services = request.app.state.services
+    return services.reads
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
+ReadsDep = Annotated[ReadModels, Depends(get_reads)]
 
 
 def command_context(actor: str, clock: Clock) -> CommandContext:
@@ -58,11 +75,121 @@ def command_context(actor: str, clock: Clock) -> CommandContext:
     )
 
 
-def get_reads(services: ServicesDep) -> ReadModels:
-    return services.reads
+# --- read-your-writes --------------------------------------------------------------------
+
+WATCH_SECONDS = 0.005
+"""How often the watcher looks at the projections' positions while a read waits."""
+
+RETRY_SECONDS = 0.2
+"""How long the watcher pauses after a failed look (the database away)."""
 
 
-ReadsDep = Annotated[ReadModels, Depends(get_reads)]
+class ProjectionPositions:
+    """How far each projection has read the log, as one watcher per process sees it.
+
+    A read that must wait sleeps on a condition; one background task looks at the
+    positions of the projections someone waits on (one look, whatever the number of
+    waiters), every `WATCH_SECONDS` while anyone waits and never otherwise, and wakes the
+    waiters. `wait_until` keeps `ReadModels.wait_until`'s contract: at most `timeout`
+    seconds, False when the position was not reached, and never False on a stale look.
+    """
+
+    def __init__(self, reads: ReadModels, *, interval: float = WATCH_SECONDS) -> None:
+        self.reads = reads
+        self.interval = interval
+        self._known: dict[str, int] = {}
+        self._waiting: Counter[str] = Counter()
+        self._changed = asyncio.Condition()
+        self._wanted = asyncio.Event()
+        self._looks_begun = 0
+        self._looks_seen = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def wait_until(self, projection: str, position: int, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until `projection` has read up to `position`."""
+        if self._known.get(projection, 0) >= position:
+            return True
+        if self._closed:
+            return await self.reads.wait_until(projection, position, timeout)
+        self._start()
+        asked = self._looks_begun
+        self._waiting[projection] += 1
+        self._wanted.set()
+        try:
+            async with self._changed:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait_for(lambda: self._reached(projection, position))
+                    return True
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiting[projection] -= 1
+            if self._waiting[projection] <= 0:
+                del self._waiting[projection]
+        if self._looks_seen > asked:  # a look begun after this wait did, so not stale
+            return self._reached(projection, position)
+        return await self.reads.position(projection) >= position
+
+    def _reached(self, projection: str, position: int) -> bool:
+        return self._known.get(projection, 0) >= position
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._watch(), name="projection positions"
+            )
+
+    async def close(self) -> None:
+        """Stop the watcher (the app is stopping); later waits poll on their own."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        while not self._closed:
+            if not self._waiting:
+                self._wanted.clear()
+                await self._wanted.wait()
+                continue
+            self._looks_begun += 1
+            begun = self._looks_begun
+            try:
+                positions = await self._look(sorted(self._waiting))
+            except Exception as error:
+                log.warning("projection positions: %s", error)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            async with self._changed:
+                self._known.update(positions)
+                self._looks_seen = begun
+                self._changed.notify_all()
+            await asyncio.sleep(self.interval)
+
+    async def _look(self, names: list[str]) -> dict[str, int]:
+        positions = await asyncio.gather(*(self.reads.position(name) for name in names))
+        return dict(zip(names, positions, strict=True))
+
+
+_positions: weakref.WeakKeyDictionary[ReadModels, ProjectionPositions] = weakref.WeakKeyDictionary()
+
+
+def positions_of(reads: ReadModels) -> ProjectionPositions:
+    """The watcher of this process's read pool (the app's lifespan opens and closes it)."""
+    positions = _positions.get(reads)
+    if positions is None or positions._closed:
+        positions = _positions[reads] = ProjectionPositions(reads)
+    return positions
+
+
+async def close_positions(reads: ReadModels) -> None:
+    positions = _positions.pop(reads, None)
+    if positions is not None:
+        await positions.close()
 
 
 def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
@@ -73,7 +200,7 @@ def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
     """
 
     async def dependency(
-        services: ServicesDep,
+        request: Request,
         min_position: Annotated[
             int | None, Query(ge=0, description="wait until read models reach this log position")
         ] = None,
@@ -82,8 +209,9 @@ def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
         wanted = max(min_position or 0, x_min_position or 0)
         if wanted == 0:
             return
+        services: Services = request.app.state.services
         timeout = services.settings.read_wait_timeout
-        if not await services.reads.wait_until(projection, wanted, timeout):
+        if not await positions_of(services.reads).wait_until(projection, wanted, timeout):
             raise ProjectionBehindError(f"{projection} has not reached position {wanted} yet")
 
     return dependency
@@ -99,6 +227,7 @@ async def found(
     if row is not None:
         return row
     reads = services.reads
-    if await reads.wait_until(projection, await reads.head(), services.settings.read_wait_timeout):
+    head = await reads.head()
+    if await positions_of(reads).wait_until(projection, head, services.settings.read_wait_timeout):
         return await read()
     return None

@@ -9,7 +9,7 @@ from fastapi import Depends, Query
 from projections.paging import Page, decode_cursor
 
 
-def page_params(
+async def page_params(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page:

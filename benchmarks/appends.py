@@ -77,6 +77,27 @@ def create_raw_table(url: str) -> None:
         )
 
 
+def raw_insert(url: str, topic: str, state: bytes, *, new_ids: bool) -> Operation:
+    """One client of the baseline: INSERT one row of these bytes, then COMMIT, on its own
+    connection (a new aggregate each time, or the next version of one)."""
+    conn = psycopg.connect(url)
+    statement = (
+        f"INSERT INTO {RAW_TABLE} (originator_id, originator_version, topic, state)"
+        " VALUES (%s, %s, %s, %s)"
+    )
+    originator_id = uuid4()
+    versions = itertools.count(1)
+
+    def operation() -> None:
+        if new_ids:
+            conn.execute(statement, (uuid4(), 1, topic, state))
+        else:
+            conn.execute(statement, (originator_id, next(versions), topic, state))
+        conn.commit()
+
+    return operation, conn.close
+
+
 def new_account(name: str) -> BenchAccount:
     return BenchAccount(id=uuid4(), name=name, balance_minor=25_000_000, rate=RATE)
 
@@ -149,22 +170,7 @@ class AppendBenchmark:
     # The baseline -----------------------------------------------------------------------
 
     def raw_insert(self, topic: str, state: bytes, *, new_ids: bool) -> Operation:
-        conn = psycopg.connect(self.services.url)
-        statement = (
-            f"INSERT INTO {RAW_TABLE} (originator_id, originator_version, topic, state)"
-            " VALUES (%s, %s, %s, %s)"
-        )
-        originator_id = uuid4()
-        versions = itertools.count(1)
-
-        def operation() -> None:
-            if new_ids:
-                conn.execute(statement, (uuid4(), 1, topic, state))
-            else:
-                conn.execute(statement, (originator_id, next(versions), topic, state))
-            conn.commit()
-
-        return operation, conn.close
+        return raw_insert(self.services.url, topic, state, new_ids=new_ids)
 
     # Runs ---------------------------------------------------------------------------------
 

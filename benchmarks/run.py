@@ -1,4 +1,4 @@
-"""`make bench`: appends, rebuild and load figures against their targets, as a table.
+"""`make bench`: appends, rebuild, load and HTTP figures against their targets, as a table.
 
 Starts an embedded PostgreSQL in a temporary directory (or uses PUMPPARTY_DATABASE_URL),
 gives each benchmark a fresh database, prints the table and writes it into
@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +27,7 @@ from benchmarks.aggregates import SNAPSHOT_INTERVAL
 from benchmarks.appends import AppendBenchmark, AppendResult
 from benchmarks.harness import Figure, fresh_services, server
 from benchmarks.loads import LoadResult, run_loads
+from benchmarks.over_http import Compared, HttpPlan, HttpResult, percentile_ms, run_http
 from benchmarks.prop_load import prop_load_figures
 from benchmarks.rebuild import PROJECTION, RebuildResult, run_rebuild
 from benchmarks.report import markdown, print_table, write_results
@@ -36,6 +37,11 @@ PRODUCT = "product"
 APPEND_TARGET = 0.5
 REBUILD_TARGET = 10_000
 FLAT_FACTOR = 1.5
+COMMAND_TARGETS = {1: 0.3, 32: 0.5}  # HTTP commands, x raw INSERT+COMMIT (1 writer)
+READ_TARGET = 0.5  # HTTP reads, x the bare route
+READ_P99_MS = 20.0  # at 4 connections
+LAG_P99_MS = 250.0
+SECTIONS = ("a", "b", "c", "d", "e")
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,18 @@ class Plan:
     events: int = 100_000
     rebuild_batch: int = 2000
     histories: tuple[int, int] = (10, 10_000)
+    http: HttpPlan = field(default_factory=HttpPlan)
 
 
-QUICK = Plan(seconds=0.5, warmup=0.2, rounds=1, accounts=800, events=10_000, histories=(10, 1000))
+QUICK = Plan(
+    seconds=0.5,
+    warmup=0.2,
+    rounds=1,
+    accounts=800,
+    events=10_000,
+    histories=(10, 1000),
+    http=HttpPlan(seconds=0.5, warmup=0.2, rounds=1, users=8, clones_per_user=2),
+)
 
 TEMPLATE = """# Benchmark results
 
@@ -61,6 +76,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run, small sizes")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run only this section (repeatable); writes nothing",
+    )
     return parser.parse_args()
 
 
@@ -75,22 +96,30 @@ def main() -> None:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     figures: list[Figure] = []
+    only = set(args.only or SECTIONS)
     with server() as (url, where):
         server_version = _server_version(url)
-        with _section(console, "(a) appends"):
-            figures += append_figures(url, plan)
-        with _section(console, "(b) rebuild"):
-            figures += rebuild_figures(url, plan)
-        with _section(console, "(c) loads"):
-            figures += load_figures(url, plan)
-        with _section(console, "(d) prop account loads"), fresh_services(url, "prop") as services:
-            figures += prop_load_figures(services, histories=plan.histories)
+        if "a" in only:
+            with _section(console, "(a) appends"):
+                figures += append_figures(url, plan)
+        if "b" in only:
+            with _section(console, "(b) rebuild"):
+                figures += rebuild_figures(url, plan)
+        if "c" in only:
+            with _section(console, "(c) loads"):
+                figures += load_figures(url, plan)
+        if "d" in only:
+            with _section(console, "(d) prop account loads"), fresh_services(url, "prop") as s:
+                figures += prop_load_figures(s, histories=plan.histories)
+        if "e" in only:
+            with _section(console, "(e) http"):
+                figures += http_figures(url, plan.http)
     elapsed = time.perf_counter() - started
     heading = _heading(plan, where, server_version, load_before, elapsed)
     print_table(console, figures, title="Pump Party ledger benchmarks")
     for line in heading[1:]:
         console.print(line.removeprefix("- "), style="dim")
-    if not args.no_write and not args.quick:
+    if not args.no_write and not args.quick and not args.only:
         write_results(RESULTS, markdown(figures, heading), TEMPLATE)
         console.print(f"written to benchmarks/{RESULTS.name}", style="dim")
 
@@ -204,6 +233,106 @@ def _load_detail(result: LoadResult) -> str:
     return f"{replay}; median of {result.loads}"
 
 
+# (e) ------------------------------------------------------------------------------------
+
+
+def http_figures(url: str, plan: HttpPlan) -> list[Figure]:
+    result = run_http(url, plan)
+    figures = [_command_figure(c, result) for c in result.commands]
+    direct = result.direct
+    figures.append(
+        Figure(
+            section="(e) http",
+            measure="the same command in-process (no HTTP), 1 thread",
+            value=direct.ratio,
+            unit="x raw",
+            detail=(
+                f"{direct.rate:,.0f} cmd/s beside the worker; raw 1 writer"
+                f" {direct.baseline_rate:,.0f}/s; rounds {min(direct.ratios()):.2f}-"
+                f"{max(direct.ratios()):.2f}x"
+            ),
+        )
+    )
+    for compared in result.reads:
+        figures.append(_read_figure(compared))
+        if compared.connections == min(plan.read_connections):
+            p99 = compared.percentile_ms(0.99)
+            figures.append(
+                Figure(
+                    section="(e) http",
+                    measure=f"{_READS[compared.what]} p99, {compared.connections} connections",
+                    value=p99,
+                    unit="ms",
+                    detail=f"bare route p99 {compared.percentile_ms(0.99, baseline=True):.1f} ms",
+                    target=f"<= {READ_P99_MS:g} ms",
+                    passed=p99 <= READ_P99_MS,
+                )
+            )
+    writers = max(plan.command_connections)
+    for q, target in ((0.5, None), (0.99, LAG_P99_MS)):
+        lag = percentile_ms(result.lags, q)
+        figures.append(
+            Figure(
+                section="(e) http",
+                measure=f"projection lag p{q * 100:g}, {writers} connections writing",
+                value=lag,
+                unit="ms",
+                detail=f"{len(result.lags):,} commands; every projection past the command",
+                target=f"<= {target:g} ms" if target else "",
+                passed=(lag <= target) if target else None,
+            )
+        )
+    return figures
+
+
+_READS = {"list": "GET /v1/clones (list)", "detail": "GET /v1/clones/{id} (detail)"}
+
+
+def _connections(n: int) -> str:
+    return f"{n} connection{'s' if n > 1 else ''}"
+
+
+def _latency(compared: Compared, *, baseline: bool = False) -> str:
+    p50 = compared.percentile_ms(0.5, baseline=baseline)
+    p99 = compared.percentile_ms(0.99, baseline=baseline)
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+
+def _command_figure(compared: Compared, result: HttpResult) -> Figure:
+    target = COMMAND_TARGETS.get(compared.connections)
+    ratios = compared.ratios()
+    return Figure(
+        section="(e) http",
+        measure=f"POST audition-quotes (command), {_connections(compared.connections)}",
+        value=compared.ratio,
+        unit="x raw",
+        detail=(
+            f"{compared.rate:,.0f} cmd/s, {_latency(compared)}; raw 1 writer"
+            f" {compared.baseline_rate:,.0f}/s ({result.payload_bytes} B);"
+            f" rounds {min(ratios):.2f}-{max(ratios):.2f}x"
+        ),
+        target=f">= {target}x raw" if target else "",
+        passed=(compared.ratio >= target) if target else None,
+    )
+
+
+def _read_figure(compared: Compared) -> Figure:
+    ratios = compared.ratios()
+    return Figure(
+        section="(e) http",
+        measure=f"{_READS[compared.what]}, {_connections(compared.connections)}",
+        value=compared.ratio,
+        unit="x bare",
+        detail=(
+            f"{compared.rate:,.0f} req/s, {_latency(compared)}; bare"
+            f" {compared.baseline_rate:,.0f} req/s, {_latency(compared, baseline=True)};"
+            f" rounds {min(ratios):.2f}-{max(ratios):.2f}x"
+        ),
+        target=f">= {READ_TARGET}x bare",
+        passed=compared.ratio >= READ_TARGET,
+    )
+
+
 # ----------------------------------------------------------------------------------------
 
 
@@ -249,6 +378,17 @@ def _heading(
         f"- (c) `Ledger.repository.get` of one aggregate; snapshot interval {SNAPSHOT_INTERVAL};"
         " 199 and 10,099 events are the worst case (99 events after the last snapshot).",
         "- (d) `PropAccount` load with 10 and 10,000 fills (snapshots every 100 events).",
+        "- (e) Over HTTP, as a client gets it: `pumpparty api` (uvicorn on loopback, one"
+        " process) beside `pumpparty worker` (every projection and job), on a fresh database"
+        f" with {plan.http.users} signed-in users, {plan.http.clones_per_user} clones each"
+        " (with a saved draft). Commands: `POST /v1/economy/audition-quotes` (one event each)"
+        " against raw INSERT+COMMIT of the same bytes by 1 writer. Reads: an owner's list and"
+        " a clone's detail against `benchmarks/bare.py` (Starlette + async psycopg pool +"
+        " orjson, the same SELECTs, no auth) under uvicorn. Closed-loop keep-alive clients"
+        f" (asyncio, in the bench process); {plan.http.rounds} rounds of {plan.http.seconds:g} s"
+        f" after {plan.http.warmup:g} s warm-up, alternating baseline and product; latencies"
+        " over all rounds. Lag: response to every projection past the command's position,"
+        " sampled every 2 ms, during the 32-connection command rounds.",
     ]
 
 
