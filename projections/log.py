@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Mapper, StoredEvent
@@ -15,14 +16,76 @@ from runtime.schema import EVENTS_TABLE
 
 NOTIFY_CHANNEL = EVENTS_TABLE  # the library NOTIFYs a channel named after the table
 
-_READ_AFTER = SQL(
-    "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at "
-    "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-).format(Identifier(EVENTS_TABLE))
+_COLUMNS = "notification_id, originator_id, originator_version, topic, state, recorded_at"
+# Rendered once: these run for every batch.
+_READ_AFTER = (
+    SQL(
+        "SELECT "
+        + _COLUMNS
+        + " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+    )
+    .format(Identifier(EVENTS_TABLE))
+    .as_bytes()
+)
+_READ_BETWEEN = (
+    SQL(
+        "SELECT " + _COLUMNS + " FROM {} WHERE notification_id > %s AND notification_id <= %s"
+        " ORDER BY notification_id LIMIT %s"
+    )
+    .format(Identifier(EVENTS_TABLE))
+    .as_bytes()
+)
+_READ_BETWEEN_TOPICS = (
+    SQL(
+        "SELECT " + _COLUMNS + " FROM {} WHERE notification_id > %s AND notification_id <= %s"
+        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
+    )
+    .format(Identifier(EVENTS_TABLE))
+    .as_bytes()
+)
 
 
 def read_after(cursor: Cursor[DictRow], position: int, limit: int) -> list[RecordedEvent]:
     cursor.execute(_READ_AFTER, (position, limit), prepare=True)
+    return _recorded(cursor)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The log between two positions, as one read saw it: `events` are every event in
+    (`after`, `upto`] (of the asked topics, when some were asked), in order. A projection
+    at any position in [`after`, `upto`) that applies the ones it handles is at `upto`."""
+
+    after: int
+    upto: int
+    events: list[RecordedEvent]
+
+
+def read_window(
+    cursor: Cursor[DictRow],
+    after: int,
+    limit: int,
+    *,
+    head: int | None = None,
+    topics: Collection[str] | None = None,
+) -> Window:
+    """Up to `limit` events after `after` (only `topics`, if given), up to `head` (default:
+    the head now). A full read ends at its last event; a short one at `head`, which is safe
+    because positions commit in order: every event up to a visible head is visible."""
+    if head is None:
+        head = head_position(cursor)
+    if head <= after:
+        return Window(after, after, [])
+    if topics is None:
+        cursor.execute(_READ_BETWEEN, (after, head, limit), prepare=True)
+    else:
+        cursor.execute(_READ_BETWEEN_TOPICS, (after, head, list(topics), limit), prepare=True)
+    events = _recorded(cursor)
+    upto = events[-1].position if len(events) >= limit else head
+    return Window(after, upto, events)
+
+
+def _recorded(cursor: Cursor[DictRow]) -> list[RecordedEvent]:
     return [
         RecordedEvent(
             position=row["notification_id"],
@@ -55,24 +118,43 @@ class HandlerFailedError(Exception):
 
 
 def apply_events(
-    projection: LedgerProjection[Any], mapper: Mapper[Any], events: Sequence[RecordedEvent]
+    projection: LedgerProjection[Any],
+    mapper: Mapper[Any],
+    events: Sequence[RecordedEvent],
+    decoded: dict[int, Any] | None = None,
 ) -> None:
-    """Feed events to a projection whose view is bound to an open transaction."""
+    """Feed events to a projection whose view is bound to an open transaction.
+
+    `decoded` (position -> domain event) lets projections that read the same batch decode
+    each event once; a handler must not change the event it is given."""
     topics = set(projection.topics)
     for index, recorded in enumerate(events):
         if topics and recorded.topic not in topics:
             continue
         try:
-            projection.process_event(_as_input(projection, mapper, recorded), recorded.tracking)
+            event = _as_input(projection, mapper, recorded, decoded)
+            projection.process_event(event, recorded.tracking)
         except Exception as error:
             raise HandlerFailedError(index, recorded, error) from error
 
 
 def _as_input(
-    projection: LedgerProjection[Any], mapper: Mapper[Any], recorded: RecordedEvent
+    projection: LedgerProjection[Any],
+    mapper: Mapper[Any],
+    recorded: RecordedEvent,
+    decoded: dict[int, Any] | None,
 ) -> Any:
     if not projection.decodes_events:
         return recorded
+    if decoded is not None and recorded.position in decoded:
+        return decoded[recorded.position]
+    event = _decode(mapper, recorded)
+    if decoded is not None:
+        decoded[recorded.position] = event
+    return event
+
+
+def _decode(mapper: Mapper[Any], recorded: RecordedEvent) -> Any:
     return mapper.to_domain_event(
         StoredEvent(
             originator_id=recorded.originator_id,

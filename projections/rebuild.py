@@ -7,7 +7,7 @@ from collections.abc import Callable
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
-from projections.log import apply_events, head_position, read_after
+from projections.log import apply_events, head_position, read_window
 from projections.state import Projections
 
 Progress = Callable[[int, int], None]
@@ -23,7 +23,10 @@ def rebuild(
 ) -> int:
     """Build generation N+1 while N serves, switch readers to it, drop N. Returns N+1.
 
-    A handler failure aborts the rebuild and leaves generation N serving untouched.
+    Only the events of the projection's topics are read. The bulk's batches commit without
+    waiting for fsync (a crash leaves a half-built generation that the next rebuild drops);
+    the switch waits. A handler failure aborts the rebuild and leaves generation N serving
+    untouched.
     """
     if not projections.projection_class(name).rebuildable:
         raise ProjectionNotRebuildableError(f"projection {name!r} cannot be rebuilt")
@@ -35,35 +38,41 @@ def rebuild(
         raise ProjectionNotRebuildableError(f"projection {name!r} has not been created")
     view = projections.view(name, old + 1)
     projection = projections.projection(name, view)
+    topics = set(projection.topics) or None
     with datastore.transaction(commit=True) as cursor:
         for statement in [*view.drop_statements(), *view.create_statements()]:
             cursor.execute(statement)
 
-    def apply_next_batch(cursor: Cursor[DictRow]) -> bool:
+    def apply_next_batch(cursor: Cursor[DictRow], until: int | None = None) -> bool:
         nonlocal head
-        events = read_after(cursor, view.position_in(cursor), batch_size)
-        if not events:
+        window = read_window(
+            cursor, view.position_in(cursor), batch_size, head=until, topics=topics
+        )
+        if window.upto <= window.after:
             return False
         with view.batch(cursor):
-            apply_events(projection, projections.mapper, events)
-            view.record_position(events[-1].position)
-        head = max(head, events[-1].position)
+            apply_events(projection, projections.mapper, window.events)
+            view.record_position(window.upto)
+        head = max(head, window.upto)
         if progress:
-            progress(events[-1].position, head)
+            progress(window.upto, head)
         return True
 
     # The bulk: one transaction per batch, so the live generation's runner is not held up.
     while True:
         with datastore.transaction(commit=True) as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
             if not apply_next_batch(cursor):
                 break
 
-    # The switch: lock the state row so the live runner pauses, take the last events,
-    # repoint the readers' views and drop the old generation, in one transaction.
+    # The switch: lock the state row so the live runner pauses, take the last events (up
+    # to the head once the lock is held), repoint the readers' views and drop the old
+    # generation, in one transaction.
     old_view = projections.view(name, old)
     with datastore.transaction(commit=True) as cursor:
         projections.generation_in(cursor, name, lock="UPDATE")
-        while apply_next_batch(cursor):
+        final = head_position(cursor)
+        while apply_next_batch(cursor, final):
             pass
         for statement in view.expose_statements():
             cursor.execute(statement)

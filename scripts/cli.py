@@ -44,7 +44,7 @@ from runtime.database import database_urls
 from runtime.schema import STEPS, RoleError
 from runtime.settings import Settings, SettingsError, load_settings
 from scripts.audit import aggregate_history, dumps, export_events, parse_time
-from scripts.worker import Worker
+from scripts.worker import Worker, WorkerProcess, child_env
 from services.audit import state_at
 from services.bootstrap import Services, migrate, open_services
 from services.eventlog import UnitOfWork
@@ -75,7 +75,9 @@ OPERATOR_ERRORS = (
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="Port to listen on.")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Events per projection transaction.")]
+BatchSize = Annotated[
+    int, typer.Option(min=1, help="Most events read per batch (batches grow with load).")
+]
 ProjectionName = Annotated[str, typer.Argument(help="The projection (see `projections list`).")]
 
 
@@ -156,13 +158,14 @@ def serve(
     port: Port = 8000,
     batch_size: BatchSize = 500,
 ) -> None:
-    """The API and the worker in one process (the default for `make run`)."""
+    """The API, and the worker in a child process it restarts if it dies (`make run`)."""
     from api.app import create_app
 
     log_progress()
     stop = trap_stop_signals()
     with opened(ctx, migrate=True) as services:
-        worker = Worker(services, batch_size=batch_size)
+        # Its own interpreter: projections and jobs never hold the API's GIL.
+        worker = WorkerProcess(child_env(services.url), batch_size=batch_size)
         worker.start()
         try:
             if not stop.is_set():
@@ -171,15 +174,40 @@ def serve(
             worker.stop()
 
 
+ApiWorkers = Annotated[
+    int, typer.Option("--workers", min=1, help="API processes sharing the port (uvicorn workers).")
+]
+
+
 @app.command()
-def api(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8000) -> None:
-    """Only the API (run workers elsewhere with `pumpparty worker`)."""
+def api(
+    ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8000, workers: ApiWorkers = 1
+) -> None:
+    """Only the API (run workers elsewhere with `pumpparty worker`); `--workers N` serves it
+    from N processes on one port."""
+    import uvicorn
+
     from api.app import create_app
 
+    settings = settings_of(ctx)
     log_progress()
     stop = trap_stop_signals()
-    if not stop.is_set():
-        serve_http(create_app(settings_of(ctx)), host, port)
+    if stop.is_set():
+        return
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=settings.access_log)
+        return
+    # Migrate once, here; then each process builds its app from the same environment.
+    with opened(ctx, migrate=True):
+        pass
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=settings.access_log,
+    )
 
 
 @app.command("worker")

@@ -17,7 +17,7 @@ from services.schedule import scheduled_jobs
 from tests.integration.test_prop_trading import open_account, record_marks, submit
 from tests.support.jobs import run_job
 from tests.support.projections import catch_up
-from tests.support.wallets import new_wallet
+from tests.support.wallets import sign_in
 
 LATE = datetime(2031, 6, 1, 9, 30, tzinfo=UTC)
 """A time no system clock would give during the test run."""
@@ -67,13 +67,11 @@ def test_a_job_records_its_clock_its_run_and_the_work_item_that_caused_it(
 
 
 def test_a_command_over_http_records_the_request_as_its_cause(client: TestClient) -> None:
-    response = client.post("/v1/auth/nonce", json={"address": new_wallet().address})
+    owner = sign_in(client)
+    response = client.post("/v1/clones", json={"name": "RETRO-CLOCK"}, headers=owner.headers)
 
-    assert response.status_code < 300
-    request_id = response.headers["x-request-id"]
-    causes = {
-        (m.get("correlation_id"), m.get("causation_id"))
-        for m in event_metadata(client.app.state.services, "")  # type: ignore[attr-defined]
-        if m.get("correlation_id") == request_id
-    }
-    assert causes == {(request_id, f"request:{request_id}")}
+    assert response.status_code == 201
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    (created,) = event_metadata(services, "Clone.Created")
+    assert created["correlation_id"]
+    assert created["causation_id"] == f"request:{created['correlation_id']}"

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import psycopg
+from eventsourcing.persistence import Tracking
 
 from aggregates.base import CommandContext
+from projections.audit_log import AuditLog
 from projections.runner import ProjectionRunner
 from services.bootstrap import Services
 from tests.support.counter import Counter, new_counter
 
-WRITERS = 8
-COMMANDS_EACH = 60
+WRITERS = 32
+COMMANDS_EACH = 15
 
 
-def test_a_live_follower_misses_nothing_under_concurrent_writers(
+def test_a_live_follower_sees_every_event_once_in_order_under_32_writers(
     services: Services, context: CommandContext
 ) -> None:
+    seen: list[int] = []
+
+    class Observed(AuditLog):
+        """The audit log, noting every event handed to it, in the order it was handed."""
+
+        def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
+            seen.append(tracking.notification_id)
+            super().process_event(domain_event, tracking)
+
+    services.projections.classes["audit_log"] = Observed
     ids = [
         services.event_log.execute(
             context, lambda unit, n=n: unit.add(new_counter(f"w{n}")).id
@@ -30,7 +43,10 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
     following = threading.Thread(target=follower.run, args=(stop,), kwargs={"idle_wait": 0.01})
     following.start()
 
+    together = threading.Barrier(WRITERS)
+
     def write(counter_id: object) -> None:
+        together.wait()
         for _ in range(COMMANDS_EACH):
             services.event_log.execute(
                 context, lambda unit: unit.get(Counter, counter_id).increment(by=1)
@@ -41,6 +57,7 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
         writer.start()
     for writer in writers:
         writer.join()
+    seen_while_writing = len(seen)
     stop.set()
     following.join()
     follower.catch_up()  # what was appended after its last batch
@@ -51,7 +68,9 @@ def test_a_live_follower_misses_nothing_under_concurrent_writers(
         ]
         projected = [r[0] for r in conn.execute("SELECT position FROM audit_log ORDER BY 1")]
     assert len(logged) == WRITERS * (COMMANDS_EACH + 1)
+    assert seen == logged  # each event handed over once, in log order, none missed
     assert projected == logged
+    assert seen_while_writing > WRITERS  # it was following, not catching up afterwards
 
 
 def test_concurrent_appends_leave_no_gaps_in_the_chain(

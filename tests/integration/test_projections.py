@@ -1,18 +1,26 @@
 from __future__ import annotations
 
+import asyncio
 import threading
+from typing import Any
+from uuid import uuid4
 
 import psycopg
 import pytest
 
 from aggregates.base import CommandContext
 from projections.audit_log import AuditLog
+from projections.reads import ReadModels
 from projections.rebuild import rebuild
+from projections.registry import PROJECTIONS
 from projections.runner import ProjectionRunner
 from projections.state import ProjectionNotStalledError
 from services.bootstrap import Services
+from services.ledger import post_transfer
 from tests.support.counter import new_counter
 from tests.support.log import append_events, checksum
+
+PROJECTION_NAMES = {cls.name for cls in PROJECTIONS}
 
 
 def test_runner_projects_every_event_once(services: Services, context: CommandContext) -> None:
@@ -155,3 +163,107 @@ def test_resume_after_a_fix_retries_the_event(failing: Services, context: Comman
 def test_resume_without_a_stall_is_refused(services: Services) -> None:
     with pytest.raises(ProjectionNotStalledError):
         services.projections.resume("audit_log")
+
+
+# --- one reader for every projection -------------------------------------------------------
+
+
+def test_one_reader_gives_a_transaction_only_to_projections_with_events_to_apply(
+    services: Services, context: CommandContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append_events(services, context, 60)  # counters: only the audit log handles them
+    commits: list[str] = []
+    commit = ProjectionRunner._commit
+
+    def counting(
+        self: ProjectionRunner, connection: Any, track: Any, *args: Any, **kw: Any
+    ) -> None:
+        commits.append(track.name)
+        commit(self, connection, track, *args, **kw)
+
+    monkeypatch.setattr(ProjectionRunner, "_commit", counting)
+    runner = ProjectionRunner(services.projections, None, services.url, batch_size=7)
+
+    assert runner.catch_up() == 60  # each event read once, for all fourteen
+    assert commits == ["audit_log"] * 9  # ceil(60 / 7) batches, no one else's
+    statuses = services.projections.statuses()
+    assert len(statuses) == len(PROJECTIONS)
+    assert {s.name: s.position for s in statuses} == {s.name: 60 for s in statuses}
+    assert checksum(services.url)[0] == 60
+
+
+def test_quiet_projections_reach_the_head_so_read_your_writes_waits_finish(
+    services: Services, context: CommandContext
+) -> None:
+    runner = ProjectionRunner(services.projections, None, services.url)
+    stop = threading.Event()
+    following = threading.Thread(target=runner.run, args=(stop,), kwargs={"idle_wait": 5.0})
+    following.start()
+    try:
+        for _ in range(3):  # while it follows: each time, every projection reaches the head
+            append_events(services, context, 20)
+            head = services.projections.status("audit_log").head
+
+            async def wait_for_all(head: int = head) -> list[bool]:
+                reads = ReadModels(services.url)
+                try:
+                    return [await reads.wait_until(n, head, 5.0) for n in sorted(PROJECTION_NAMES)]
+                finally:
+                    await reads.close()
+
+            assert all(asyncio.run(wait_for_all()))
+    finally:
+        stop.set()
+        following.join()
+    assert all(s.lag == 0 for s in services.projections.statuses())
+
+
+def test_a_commit_the_database_lost_is_replayed_never_skipped(
+    services: Services, context: CommandContext
+) -> None:
+    """What a crash does to commits made without fsync: rows and position go back together.
+    The runner remembers only which events a projection does not handle, never a position."""
+    runner = ProjectionRunner(services.projections, ["audit_log", "ledger"], services.url)
+    append_events(services, context, 10)
+    runner.catch_up()
+    user = uuid4()
+    services.event_log.execute(
+        context, lambda unit: post_transfer(unit, "lost-in-a-crash", "house", f"user:{user}", 7)
+    )
+    runner.catch_up()
+    expected = checksum(services.url, "ledger_entries")
+    append_events(services, context, 10)  # nothing for the ledger: it only moves its position
+    runner.catch_up()
+    assert services.projections.position("ledger") == services.projections.status("ledger").head
+
+    with psycopg.connect(services.url) as conn:  # the crash: back to before the transfer
+        conn.execute("DELETE FROM ledger_entries__g1")
+        conn.execute("DELETE FROM ledger_balances__g1")
+        conn.execute(
+            "UPDATE ledger__g1_tracking SET notification_id = 10 WHERE application_name <> '__migration__'"
+        )
+    runner.catch_up()
+
+    assert expected[0] > 0 and checksum(services.url, "ledger_entries") == expected
+    rebuild(services.projections, "ledger")
+    assert checksum(services.url, "ledger_entries") == expected
+
+
+def test_rebuild_takes_only_its_topics_and_ends_at_the_head(
+    services: Services, context: CommandContext
+) -> None:
+    append_events(services, context, 30)
+    user = uuid4()
+    services.event_log.execute(
+        context, lambda unit: post_transfer(unit, "rebuilt", "house", f"user:{user}", 3)
+    )
+    append_events(services, context, 5)
+    runner = ProjectionRunner(services.projections, "ledger", services.url)
+    runner.catch_up()
+    live = checksum(services.url, "ledger_entries")
+    head = services.projections.status("ledger").head
+
+    assert rebuild(services.projections, "ledger", batch_size=2) == 2
+
+    assert checksum(services.url, "ledger_entries") == live
+    assert services.projections.status("ledger").position == head

@@ -94,7 +94,7 @@ def test_a_failing_job_is_retried_and_its_error_recorded(quick_services: Service
     calls: list[int] = []
     healthy = threading.Event()
 
-    def flaky(_: Services) -> None:
+    def flaky() -> None:
         calls.append(1)
         if not healthy.is_set():
             raise RuntimeError("the node is down")
@@ -130,8 +130,8 @@ def start_process(
         )
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
+def stop_process(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
+    process.send_signal(signum)
     try:
         return process.wait(timeout=10)
     finally:
@@ -226,3 +226,41 @@ def test_serve_runs_the_api_and_the_worker_and_stops_on_sigterm(
     assert code == 0, output_of(tmp_path)
     assert {w["job"] for w in workers} >= {"projection:audit_log", "audit_digest"}
     assert audit_log_positions(database_url) == list(range(1, 26))
+
+
+def test_serve_keeps_the_worker_in_a_child_process_restarts_it_and_stops_it_on_ctrl_c(
+    services: Services, context: CommandContext, database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    process = start_process(
+        database_url, tmp_path, "serve", "--port", str(port), PUMPPARTY_HEARTBEAT_INTERVAL="0.2"
+    )
+
+    def worker_pid() -> int | None:
+        beat = heartbeats(database_url).get("projection:audit_log")
+        return int(beat["process"].rsplit(":", 1)[1]) if beat else None
+
+    try:
+        wait_until(lambda: worker_pid() is not None, timeout=30)
+        first = worker_pid()
+        assert first is not None and first != process.pid  # its own interpreter, not the API's
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: worker_pid() not in (None, first), timeout=30)
+        second = worker_pid()
+        assert second is not None
+        append_events(services, context, 5)  # the new worker follows the log
+        wait_until(lambda: services.projections.status("audit_log").lag == 0)
+    finally:
+        code = stop_process(process, signal.SIGINT)  # Ctrl-C
+
+    assert code == 0, output_of(tmp_path)
+    assert audit_log_positions(database_url) == list(range(1, 6))
+    assert not alive(second)  # stopped with serve
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
