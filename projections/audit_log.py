@@ -142,3 +142,8 @@ async def audit_entries(reads: ReadModels, where: AuditFilter, page: Page) -> li
         columns(AuditEntryRow), condition
     )
     return await reads.all(AuditEntryRow, query, [*params, page.fetch])
+
+
+async def events_of(reads: ReadModels, aggregate_id: UUID, page: Page) -> list[AuditEntryRow]:
+    """A page of one aggregate's entries, in log order (cursor: position)."""
+    return await audit_entries(reads, AuditFilter(aggregate_id=aggregate_id), page)

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Composable, Identifier
 from psycopg.types.json import Jsonb
 
@@ -25,9 +24,6 @@ from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
 from projections.reads import ReadModels, columns
 from runtime.transcoder import jsonable
-
-ENTITLEMENT_CANDIDATES = 20
-"""How many available entitlements a command is offered; it consumes the first still free."""
 
 
 class AuditionsView(ProjectionView):
@@ -233,18 +229,6 @@ class Auditions(LedgerProjection[AuditionsView]):
             event.restored_entitlement_id,
             event.timestamp,
         )
-
-
-def available_entitlements(datastore: PostgresDatastore, user_id: UUID) -> list[UUID]:
-    """The user's audition entitlements the economy's read model shows available, oldest
-    first. The model may lag; the command loads each and consumes the first truly free."""
-    with datastore.transaction() as cursor:
-        cursor.execute(
-            "SELECT entitlement_id FROM entitlements WHERE user_id = %s AND kind = 'audition'"
-            " AND status = 'available' ORDER BY granted_at, entitlement_id LIMIT %s",
-            (user_id, ENTITLEMENT_CANDIDATES),
-        )
-        return [row["entitlement_id"] for row in cursor.fetchall()]
 
 
 # --- queries -------------------------------------------------------------------------------

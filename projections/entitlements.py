@@ -8,6 +8,7 @@ from typing import ClassVar
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL
 
 from aggregates.entitlements import Entitlement
@@ -119,3 +120,19 @@ async def entitlements_of_user(
     ).format(columns(EntitlementRow))
     params = (user_id, after_time, after_time, after_id, page.fetch)
     return await reads.all(EntitlementRow, query, params)
+
+
+ENTITLEMENT_CANDIDATES = 20
+"""How many available entitlements a command is offered; it consumes the first still free."""
+
+
+def available_entitlements(datastore: PostgresDatastore, user_id: UUID) -> list[UUID]:
+    """The user's audition entitlements the economy's read model shows available, oldest
+    first. The model may lag; the command loads each and consumes the first truly free."""
+    with datastore.transaction() as cursor:
+        cursor.execute(
+            "SELECT entitlement_id FROM entitlements WHERE user_id = %s AND kind = 'audition'"
+            " AND status = 'available' ORDER BY granted_at, entitlement_id LIMIT %s",
+            (user_id, ENTITLEMENT_CANDIDATES),
+        )
+        return [row["entitlement_id"] for row in cursor.fetchall()]

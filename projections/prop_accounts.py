@@ -19,7 +19,6 @@ from psycopg.types.json import Jsonb
 from aggregates.prop_accounts import PropAccount
 from projections.base import LedgerProjection, ProjectionView
 from projections.dispatch import event_handlers, topics_of
-from projections.paging import Page
 from projections.reads import ReadModels, columns
 from runtime.transcoder import jsonable
 
@@ -334,23 +333,6 @@ class PositionRow:
     mark_observed_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class AccountEventRow:
-    """One of the account's events as the audit log flattened it."""
-
-    position: int
-    aggregate_id: UUID
-    aggregate_type: str
-    event_type: str
-    version: int
-    actor: str | None
-    correlation_id: str | None
-    causation_id: str | None
-    schema_version: int | None
-    occurred_at: datetime | None
-    recorded_at: datetime
-
-
 async def account_by_id(reads: ReadModels, account_id: UUID) -> PropAccountRow | None:
     query = SQL("SELECT {} FROM prop_accounts WHERE account_id = %s").format(
         columns(PropAccountRow)
@@ -364,15 +346,3 @@ async def positions_of(reads: ReadModels, account_id: UUID) -> list[PositionRow]
         columns(PositionRow)
     )
     return await reads.all(PositionRow, query, (account_id,))
-
-
-async def account_events(reads: ReadModels, account_id: UUID, page: Page) -> list[AccountEventRow]:
-    """A page of the account's own events from the audit log, in log order (cursor:
-    position). It reads the audit log's table, so it belongs in `projections.audit_log`
-    (as `audit_entries` with an `aggregate_id` filter); it stays here until that module's
-    queries settle."""
-    query = SQL(
-        "SELECT {} FROM audit_log WHERE aggregate_id = %s AND position > %s"
-        " ORDER BY position LIMIT %s"
-    ).format(columns(AccountEventRow))
-    return await reads.all(AccountEventRow, query, (account_id, page.position(), page.fetch))

@@ -27,7 +27,7 @@ from api.pagination import PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
 from projections import auditions, prop_accounts
-from projections.auditions import available_entitlements
+from projections.entitlements import available_entitlements
 from projections.paging import Page
 from services import auditions as auditioning
 from services.auditions import AttemptState

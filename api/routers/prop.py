@@ -36,7 +36,7 @@ from api.deps import (
 from api.pagination import PageDep
 from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
 from ingest.prices import PostgresPriceSource
-from projections import prop_accounts, prop_equity, prop_fills
+from projections import audit_log, prop_accounts, prop_equity, prop_fills
 from projections.paging import Page
 from projections.reads import ReadModels
 from services import prop_trading
@@ -346,7 +346,7 @@ async def get_audit(
 ) -> AuditEntriesPublic:
     """The account's own events from the audit log: who did what, and when."""
     rows, next_cursor = await account_page(
-        services, account_id, reader, page, prop_accounts.account_events, "position"
+        services, account_id, reader, page, audit_log.events_of, "position"
     )
     return AuditEntriesPublic(
         items=items_of(AuditEntryPublic, rows),

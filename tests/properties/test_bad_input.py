@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from projections.paging import encode_cursor
 from api.tokens import AccessClaims
+from projections.paging import encode_cursor
 from tests.conftest import AUDITOR_TOKEN, ENGINE_TOKEN
 from tests.support.http import PROBLEM
 
