@@ -1,6 +1,7 @@
 """The FastAPI app: one router per area, problem+json errors, request ids, metrics.
 
-The request path is kept lean: two pure-ASGI middlewares of ours (request id, metrics)
+The request path is kept lean: three pure-ASGI middlewares of ours (request id, metrics,
+the body limit of `api.limits`)
 inside FastAPI's own, `async def` dependencies (no thread-pool hop each), uvicorn's access
 log off unless `PUMPPARTY_ACCESS_LOG` is set, and one watcher per process for
 read-your-writes waits (`api.deps.ProjectionPositions`).
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from api import metrics
 from api.auth import VerifiedTokens
 from api.deps import close_positions, positions_of
+from api.limits import BodyLimitMiddleware
 from api.problems import RESPONSES, install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.request_id import RequestIdMiddleware
@@ -103,6 +105,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
 
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -18,7 +18,8 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Query, Request
 
 from aggregates.base import CommandContext
-from api.problems import ProjectionBehindError
+from api.auth import bearer, principal_of, require_admin_or_scope
+from api.problems import PositionBeyondHeadError, ProjectionBehindError, TooManyWaitsError
 from api.request_id import current_request_id
 from projections.reads import ReadModels
 from runtime.clock import Clock
@@ -63,9 +64,18 @@ EventLogDep = Annotated[EventLog, Depends(get_event_log)]
 ReadsDep = Annotated[ReadModels, Depends(get_reads)]
 
 
+HEALTH_SCOPE = "health:read"
+"""The service scope that may read operators' health details (issue 15, L3): projection
+errors, worker processes, ingestion errors and `/metrics`. Admins may too; `/v1/health`
+stays public."""
+
+health_reader = require_admin_or_scope(HEALTH_SCOPE)
+
+
 def command_context(actor: str, clock: Clock) -> CommandContext:
-    """What every event of this request records: who, when, and the request id, which is
-    both the correlation and the cause of the command."""
+    """What every event of this request records: who, when, and the request id (made by the
+    server, never the client's), which is both the correlation and the cause of the
+    command."""
     request_id = current_request_id()
     return CommandContext(
         actor=actor,
@@ -105,6 +115,8 @@ class ProjectionPositions:
         self._looks_seen = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.waiting = 0
+        """Reads waiting here now (`wait_for` refuses more than `read_wait_limit`)."""
 
     async def wait_until(self, projection: str, position: int, timeout: float) -> bool:
         """Wait (at most `timeout` seconds) until `projection` has read up to `position`."""
@@ -115,6 +127,7 @@ class ProjectionPositions:
         self._start()
         asked = self._looks_begun
         self._waiting[projection] += 1
+        self.waiting += 1
         self._wanted.set()
         try:
             async with self._changed:
@@ -125,6 +138,7 @@ class ProjectionPositions:
                 except TimeoutError:
                     pass
         finally:
+            self.waiting -= 1
             self._waiting[projection] -= 1
             if self._waiting[projection] <= 0:
                 del self._waiting[projection]
@@ -134,6 +148,10 @@ class ProjectionPositions:
 
     def _reached(self, projection: str, position: int) -> bool:
         return self._known.get(projection, 0) >= position
+
+    def reached(self, projection: str, position: int) -> bool:
+        """What the last look saw: True means reached (positions only grow)."""
+        return self._reached(projection, position)
 
     def _start(self) -> None:
         if self._task is None or self._task.done():
@@ -197,6 +215,13 @@ def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
 
     The position comes from `min_position` or the `X-Min-Position` header (a command's
     response carries it); past `read_wait_timeout` the answer is 503 with Retry-After.
+
+    Route dependencies run before the endpoint's, so this one guards itself (issue 15, H1):
+    a position beyond the log head can never be reached and is refused at once (409
+    `position-beyond-head`); bearer credentials, when given, are verified before any wait
+    (a bad token is a 401 at once); an anonymous caller never waits (a public read answers
+    with what the read models hold, an owner route answers 401 next); and at most
+    `read_wait_limit` reads wait at once per process (more: 503 `too-many-waits`).
     """
 
     async def dependency(
@@ -210,8 +235,23 @@ def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
         if wanted == 0:
             return
         services: Services = request.app.state.services
-        timeout = services.settings.read_wait_timeout
-        if not await positions_of(services.reads).wait_until(projection, wanted, timeout):
+        positions = positions_of(services.reads)
+        if positions.reached(projection, wanted):
+            return
+        head = await services.reads.head()
+        if wanted > head:
+            raise PositionBeyondHeadError(
+                f"position {wanted} is beyond the head of the log ({head})"
+            )
+        # Read here rather than declared, so public routes do not document a bearer scheme.
+        credentials = await bearer(request)
+        if credentials is None:
+            return
+        principal_of(request, credentials)
+        settings = services.settings
+        if positions.waiting >= settings.read_wait_limit:
+            raise TooManyWaitsError("too many reads are waiting for a position; try again")
+        if not await positions.wait_until(projection, wanted, settings.read_wait_timeout):
             raise ProjectionBehindError(f"{projection} has not reached position {wanted} yet")
 
     return dependency

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import health_reader
 from ingest.metrics import IngestionCollector
 from projections import reconciliation
 from services.bootstrap import Services
@@ -97,7 +98,12 @@ class MetricsMiddleware:
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", include_in_schema=False, operation_id="metrics")
+@router.get(
+    "/metrics",
+    include_in_schema=False,
+    operation_id="metrics",
+    dependencies=[Depends(health_reader)],  # admins and the `health:read` scope (a scraper)
+)
 def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

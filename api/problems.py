@@ -39,6 +39,13 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    errors_omitted: int | None = None
+    """How many more faults there were than `errors` lists (it lists `MAX_ERRORS` at most)."""
+
+
+MAX_ERRORS = 50
+"""The most faults a problem lists; the rest are only counted (`errors_omitted`), so a body
+with thousands of bad fields cannot make an answer many times its size."""
 
 
 class ApiError(Exception):
@@ -64,6 +71,22 @@ class ProjectionBehindError(ApiError):
     headers = {"Retry-After": "1"}
 
 
+class PositionBeyondHeadError(ApiError):
+    """`min_position` (or `X-Min-Position`) names a log position not written yet: no wait
+    could reach it, so it is refused at once rather than held until the read timeout."""
+
+    status = 409
+    code = "position-beyond-head"
+
+
+class TooManyWaitsError(ApiError):
+    """More reads are waiting for a position in this process than `read_wait_limit`."""
+
+    status = 503
+    code = "too-many-waits"
+    headers = {"Retry-After": "1"}
+
+
 _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
     (AuthenticationFailedError, 401),
     (PaymentRequiredError, 402),
@@ -77,13 +100,13 @@ _HTTP_CODES = {
     404: "not-found",
     405: "method-not-allowed",
     406: "not-acceptable",
-    413: "payload-too-large",
+    413: "payload-too-large",  # also the body limit's (api/limits.py)
     415: "unsupported-media-type",
 }
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-    for status in (401, 403, 404, 409, 422, 429, 503)
+    for status in (401, 403, 404, 409, 413, 422, 429, 503)
 }
 """Added to every route's documented responses."""
 
@@ -95,8 +118,15 @@ def problem_response(
     detail: str | None,
     *,
     errors: list[dict[str, Any]] | None = None,
+    total_errors: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
+    """`total_errors`: how many faults there were, when `errors` lists only some."""
+    omitted = None
+    if errors is not None:
+        total = max(total_errors or 0, len(errors))
+        errors = errors[:MAX_ERRORS]
+        omitted = (total - len(errors)) or None
     problem = Problem(
         type=TYPE_PREFIX + code,
         title=code.replace("-", " ").capitalize(),
@@ -104,6 +134,7 @@ def problem_response(
         detail=detail,
         instance=request.url.path,
         errors=errors,
+        errors_omitted=omitted,
     )
     return Response(
         orjson.dumps(problem.model_dump(exclude_none=True)),
@@ -139,16 +170,22 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        faults = error.errors()
         errors = [
             {
                 "loc": [str(part) for part in e.get("loc", ())],
                 "msg": e.get("msg"),
                 "type": e.get("type"),
             }
-            for e in error.errors()
+            for e in faults[:MAX_ERRORS]
         ]
         return problem_response(
-            request, 422, "invalid-request", "the request is not valid", errors=errors
+            request,
+            422,
+            "invalid-request",
+            "the request is not valid",
+            errors=errors,
+            total_errors=len(faults),
         )
 
     @app.exception_handler(StarletteHTTPException)

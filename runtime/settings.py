@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     ingest_retry_after_max: float = Field(default=60.0, ge=0)
 
     read_wait_timeout: float = Field(default=2.0, ge=0, le=30)
+    # Hardening (issue 15): reads waiting for a position at once per process (more: 503),
+    # and the largest request body, in bytes, in general and for a strategy-graph draft.
+    read_wait_limit: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_draft_body_bytes: int = Field(default=512 * 1024, ge=1024)
     access_log: bool = False
     digest_interval: float = Field(default=60.0, gt=0)
     command_retries: int = Field(default=5, ge=0, le=50)

@@ -1,4 +1,7 @@
-"""Health for operators: the database, each projection's lag, each worker's heartbeat."""
+"""Health for operators: the database, each projection's lag, each worker's heartbeat.
+
+`/v1/health` is public and cheap (the head of the log); the details, with raw error text
+and process names, need the admin role or the `health:read` scope (issue 15, L3)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from api.auth import require_admin_or_scope
-from api.deps import ClockDep, ReadsDep, ServicesDep
+from api.deps import ClockDep, ReadsDep, ServicesDep, health_reader
 from projections import reconciliation, state
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
@@ -57,7 +60,9 @@ async def health(reads: ReadsDep) -> HealthPublic:
     return HealthPublic(status="ok", head_position=await reads.head())
 
 
-@router.get("/projections", operation_id="health_projections")
+@router.get(
+    "/projections", operation_id="health_projections", dependencies=[Depends(health_reader)]
+)
 def projections_health(services: ServicesDep) -> list[ProjectionHealthPublic]:
     return [
         ProjectionHealthPublic(
@@ -76,7 +81,7 @@ def projections_health(services: ServicesDep) -> list[ProjectionHealthPublic]:
     ]
 
 
-@router.get("/workers", operation_id="health_workers")
+@router.get("/workers", operation_id="health_workers", dependencies=[Depends(health_reader)])
 async def workers_health(reads: ReadsDep, clock: ClockDep) -> list[WorkerHealthPublic]:
     now = clock()
     workers = []

@@ -1,5 +1,6 @@
 """Market-data ingestion: the feature channels strategy graphs can name, their stored
-values, and ingestion health per source and per channel. Public reads."""
+values (public reads), and ingestion health per source and per channel (admins and the
+`health:read` scope)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, TypeAdapter
 
-from api.deps import ClockDep, ReadsDep, SettingsDep
+from api.deps import ClockDep, ReadsDep, SettingsDep, health_reader
 from api.pagination import PageDep
 from ingest import channels
 from ingest.channels import Channel, ChannelNotFoundError, ChannelValueRow, catalog
@@ -128,7 +129,12 @@ def status_public(health: Health) -> IngestionStatusPublic:
     )
 
 
-@router.get("/v1/health/ingestion", operation_id="health_ingestion", tags=["health"])
+@router.get(
+    "/v1/health/ingestion",
+    operation_id="health_ingestion",
+    tags=["health"],
+    dependencies=[Depends(health_reader)],  # raw error text: admins and `health:read` only
+)
 async def ingestion_health(
     reads: ReadsDep, settings: SettingsDep, clock: ClockDep
 ) -> IngestionHealthPublic:

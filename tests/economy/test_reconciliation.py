@@ -15,6 +15,7 @@ from tests.conftest import AUDITOR_TOKEN
 from tests.economy.test_purchases import paid
 from tests.support.evm_node import EvmNodeServer
 from tests.support.http import bearer
+from tests.support.monitor import monitor_headers
 from tests.support.projections import catch_up
 
 AUDITOR = bearer(AUDITOR_TOKEN)
@@ -70,7 +71,7 @@ def test_a_balance_that_disagrees_with_its_entries_is_a_breach(
 
     checked = ledger_check(services)
     health = client.get("/v1/health/reconciliation", headers=AUDITOR).json()
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=monitor_headers(client)).text
 
     assert checked.returncode == 1
     assert "balance-equals-entries" in checked.stdout

@@ -11,15 +11,16 @@ from ingest.metrics import IngestionCollector
 from runtime.clock import FixedClock
 from services.bootstrap import Services
 from tests.ingest.servers import Servers
+from tests.support.monitor import monitor_headers
 
 
 def source(client: TestClient, name: str) -> dict[str, Any]:
-    body = client.get("/v1/health/ingestion").json()
+    body = client.get("/v1/health/ingestion", headers=monitor_headers(client)).json()
     return next(s for s in body["sources"] if s["name"] == name)
 
 
 def channel(client: TestClient, name: str) -> dict[str, Any]:
-    body = client.get("/v1/health/ingestion").json()
+    body = client.get("/v1/health/ingestion", headers=monitor_headers(client)).json()
     return next(c for c in body["channels"] if c["name"] == name)
 
 
@@ -71,7 +72,7 @@ def test_a_failing_source_shows_its_error_and_staleness(
 
 
 def test_sources_and_channels_never_run_are_stale(client: TestClient) -> None:
-    body = client.get("/v1/health/ingestion").json()
+    body = client.get("/v1/health/ingestion", headers=monitor_headers(client)).json()
 
     assert body["mode"] == "live"
     assert {s["name"]: s["status"] for s in body["sources"]} == {
@@ -99,7 +100,7 @@ def test_metrics_carry_a_status_gauge_per_source_and_channel(
 ) -> None:
     ingestion.hyperliquid()
 
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=monitor_headers(client)).text
 
     assert 'pumpparty_ingest_status{kind="source",name="hyperliquid",status="ok"}' in text
     assert (

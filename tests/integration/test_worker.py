@@ -207,7 +207,10 @@ def test_serve_runs_the_api_and_the_worker_and_stops_on_sigterm(
 ) -> None:
     append_events(services, context, 25)
     port = free_port()
-    process = start_process(database_url, tmp_path, "serve", "--port", str(port))
+    monitor = '[{"name": "monitor", "scopes": ["health:read"], "secrets": ["monitor-secret"]}]'
+    process = start_process(
+        database_url, tmp_path, "serve", "--port", str(port), PUMPPARTY_SERVICE_TOKENS=monitor
+    )
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -219,7 +222,11 @@ def test_serve_runs_the_api_and_the_worker_and_stops_on_sigterm(
     try:
         wait_until(answers, timeout=30)
         wait_until(lambda: services.projections.status("audit_log").lag == 0)
-        workers = httpx.get(f"{base}/v1/health/workers", timeout=5).json()
+        workers = httpx.get(
+            f"{base}/v1/health/workers",
+            headers={"Authorization": "Bearer monitor-secret"},
+            timeout=5,
+        ).json()
     finally:
         code = stop_process(process)
 
