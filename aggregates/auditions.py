@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from aggregates.audition_rules import AuditionRules, Verdict
-from aggregates.base import LedgerAggregate
+from aggregates.base import DomainAggregate
 from aggregates.entitlements import ReasonRequiredError
 from aggregates.errors import ConflictError, InvalidCommandError, PaymentRequiredError
 
@@ -87,15 +87,15 @@ class Attempt:
         )
 
 
-class Audition(LedgerAggregate):
-    class Submitted(LedgerAggregate.Created):
+class Audition(DomainAggregate):
+    class Submitted(DomainAggregate.Created):
         owner_id: UUID
         clone_id: UUID
         version_hash: str
         rules: dict[str, Any]
         request_fingerprint: str
 
-    class AttemptStarted(LedgerAggregate.Event):
+    class AttemptStarted(DomainAggregate.Event):
         number: int
         prop_account_id: UUID
         entitlement_id: UUID | None
@@ -103,20 +103,20 @@ class Audition(LedgerAggregate):
         due_at: datetime
         request_key: str | None
 
-    class Passed(LedgerAggregate.Event):
+    class Passed(DomainAggregate.Event):
         number: int
         metrics: dict[str, Any]
         ended_by: str
         evaluated_at: datetime
 
-    class Failed(LedgerAggregate.Event):
+    class Failed(DomainAggregate.Event):
         number: int
         metrics: dict[str, Any]
         failed_rules: list[str]
         ended_by: str
         evaluated_at: datetime
 
-    class Voided(LedgerAggregate.Event):
+    class Voided(DomainAggregate.Event):
         number: int
         reason: str
         restored_entitlement_id: UUID | None

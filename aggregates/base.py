@@ -82,7 +82,7 @@ def _metadata(event_class: type) -> dict[str, Any]:
     }
 
 
-class LedgerAggregate(Aggregate):
+class DomainAggregate(Aggregate):
     """Base of every aggregate. `snapshot_interval` opts a class into snapshots."""
 
     snapshot_interval: ClassVar[int | None] = None

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.errors import ConflictError
 
 
@@ -23,15 +23,15 @@ def roster_id_for(owner_id: UUID) -> UUID:
     return derive_id("CloneRoster", str(owner_id))
 
 
-class CloneRoster(LedgerAggregate):
-    class Opened(LedgerAggregate.Created):
+class CloneRoster(DomainAggregate):
+    class Opened(DomainAggregate.Created):
         owner_id: UUID
 
-    class CloneCounted(LedgerAggregate.Event):
+    class CloneCounted(DomainAggregate.Event):
         clone_id: UUID
         limit: int
 
-    class CloneReleased(LedgerAggregate.Event):
+    class CloneReleased(DomainAggregate.Event):
         clone_id: UUID
 
     @event(Opened)

@@ -14,7 +14,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 from pydantic import StringConstraints
 
-from aggregates.base import LedgerAggregate
+from aggregates.base import DomainAggregate
 from aggregates.errors import ConflictError
 
 # Text rules for everything users write that others see (clone names and descriptions,
@@ -48,38 +48,38 @@ class CloneHasNoDraftError(ConflictError):
     code = "clone-has-no-draft"
 
 
-class Clone(LedgerAggregate):
+class Clone(DomainAggregate):
     # Drafts are saved often and each carries its graph; snapshots keep loads cheap.
     snapshot_interval: ClassVar[int | None] = 50
 
-    class Created(LedgerAggregate.Created):
+    class Created(DomainAggregate.Created):
         owner_id: UUID
         name: str
         description: str
         request_fingerprint: str
 
-    class Updated(LedgerAggregate.Event):
+    class Updated(DomainAggregate.Event):
         name: str
         description: str
 
-    class DraftSaved(LedgerAggregate.Event):
+    class DraftSaved(DomainAggregate.Event):
         number: int
         digest: str
         graph: dict[str, Any]
 
-    class Published(LedgerAggregate.Event):
+    class Published(DomainAggregate.Event):
         version_id: str
         number: int
         draft_number: int
         graph: dict[str, Any]
 
-    class Archived(LedgerAggregate.Event):
+    class Archived(DomainAggregate.Event):
         pass
 
-    class Banned(LedgerAggregate.Event):
+    class Banned(DomainAggregate.Event):
         reason: str
 
-    class AuditionEntered(LedgerAggregate.Event):
+    class AuditionEntered(DomainAggregate.Event):
         audition_id: UUID
         attempt: int
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.errors import ConflictError, InvalidCommandError
 
 
@@ -34,20 +34,20 @@ class ReasonRequiredError(InvalidCommandError):
     code = "reason-required"
 
 
-class Entitlement(LedgerAggregate):
-    class Granted(LedgerAggregate.Created):
+class Entitlement(DomainAggregate):
+    class Granted(DomainAggregate.Created):
         user_id: UUID
         purchase_id: UUID
         kind: str
 
-    class Consumed(LedgerAggregate.Event):
+    class Consumed(DomainAggregate.Event):
         audition_id: UUID
 
-    class Restored(LedgerAggregate.Event):
+    class Restored(DomainAggregate.Event):
         audition_id: UUID
         reason: str
 
-    class Revoked(LedgerAggregate.Event):
+    class Revoked(DomainAggregate.Event):
         reason: str
 
     @event(Granted)

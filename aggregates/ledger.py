@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.errors import ConflictError, InvalidCommandError
 
 TREASURY = "treasury"
@@ -46,8 +46,8 @@ class InvalidAmountError(InvalidCommandError):
     code = "invalid-amount"
 
 
-class Transfer(LedgerAggregate):
-    class Posted(LedgerAggregate.Created):
+class Transfer(DomainAggregate):
+    class Posted(DomainAggregate.Created):
         cause: str
         debit_account: str
         credit_account: str
@@ -63,19 +63,19 @@ class Transfer(LedgerAggregate):
         self.amount_minor = amount_minor
 
 
-class UserAccount(LedgerAggregate):
+class UserAccount(DomainAggregate):
     """A user's balance; it can never go below zero."""
 
     snapshot_interval = 200
 
-    class Opened(LedgerAggregate.Created):
+    class Opened(DomainAggregate.Created):
         user_id: UUID
 
-    class Credited(LedgerAggregate.Event):
+    class Credited(DomainAggregate.Event):
         transfer_id: UUID
         amount_minor: int
 
-    class Debited(LedgerAggregate.Event):
+    class Debited(DomainAggregate.Event):
         transfer_id: UUID
         amount_minor: int
 

@@ -30,7 +30,7 @@ from pydantic import (
     ValidationError,
 )
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.clones import FREE_TEXT, ONE_LINE
 from aggregates.errors import ConflictError, InvalidCommandError, NotFoundError
 
@@ -136,46 +136,46 @@ class ProfileNotUnderReviewError(ConflictError):
     code = "profile-not-under-review"
 
 
-class PublicProfile(LedgerAggregate):
+class PublicProfile(DomainAggregate):
     # Reports accumulate on popular profiles; snapshots keep loads cheap.
     snapshot_interval: ClassVar[int | None] = 50
 
-    class Opened(LedgerAggregate.Created):
+    class Opened(DomainAggregate.Created):
         clone_id: UUID
         owner_id: UUID
 
-    class Submitted(LedgerAggregate.Event):
+    class Submitted(DomainAggregate.Event):
         display_name: str
         bio: str
         avatar_url: str | None
         links: list[str]
 
-    class Approved(LedgerAggregate.Event):
+    class Approved(DomainAggregate.Event):
         reason: str
 
-    class Rejected(LedgerAggregate.Event):
+    class Rejected(DomainAggregate.Event):
         reason: str
 
-    class Reported(LedgerAggregate.Event):
+    class Reported(DomainAggregate.Event):
         report_id: UUID
         reporter_id: UUID
         reason: str
         text: str
         counts: bool = True  # events from before standing was judged all counted
 
-    class Hidden(LedgerAggregate.Event):
+    class Hidden(DomainAggregate.Event):
         open_reports: int
 
-    class Restored(LedgerAggregate.Event):
+    class Restored(DomainAggregate.Event):
         reason: str
 
-    class KeptHidden(LedgerAggregate.Event):
+    class KeptHidden(DomainAggregate.Event):
         reason: str
 
-    class Banned(LedgerAggregate.Event):
+    class Banned(DomainAggregate.Event):
         reason: str
 
-    class Withdrawn(LedgerAggregate.Event):
+    class Withdrawn(DomainAggregate.Event):
         pass
 
     @event(Opened)

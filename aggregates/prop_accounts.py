@@ -22,7 +22,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, fingerprint
+from aggregates.base import DomainAggregate, fingerprint
 from aggregates.errors import ConflictError, InvalidCommandError
 from aggregates.ports import Mark
 from aggregates.prop_rules import (
@@ -288,7 +288,7 @@ class ActionResult:
         return cls(**state)
 
 
-class PropAccount(LedgerAggregate):
+class PropAccount(DomainAggregate):
     # Each fill is one event; a snapshot every 100 keeps a load to at most 99 replays.
     snapshot_interval: ClassVar[int | None] = 100
     # What an audition is judged on, kept as events are applied. Class defaults too, so a
@@ -300,7 +300,7 @@ class PropAccount(LedgerAggregate):
     active_days: tuple[str, ...] = ()
     """The UTC days (ISO dates) with at least one fill."""
 
-    class Opened(LedgerAggregate.Created):
+    class Opened(DomainAggregate.Created):
         owner_id: UUID
         clone_id: UUID
         clone_version_hash: str
@@ -309,49 +309,49 @@ class PropAccount(LedgerAggregate):
         rules: dict[str, Any]
         request_fingerprint: str
 
-    class DayStarted(LedgerAggregate.Event):
+    class DayStarted(DomainAggregate.Event):
         day: str
         equity: Decimal
         balance: Decimal
 
-    class Filled(LedgerAggregate.Event):
+    class Filled(DomainAggregate.Event):
         client_action_id: str
         reduce_only: bool
         fill: dict[str, Any]
         marks: dict[str, Any]
         valuation: dict[str, Any]
 
-    class ActionRejected(LedgerAggregate.Event):
+    class ActionRejected(DomainAggregate.Event):
         client_action_id: str
         request: dict[str, Any]
         reason: str
         detail: str
 
-    class Marked(LedgerAggregate.Event):
+    class Marked(DomainAggregate.Event):
         marks: dict[str, Any]
         valuation: dict[str, Any]
 
-    class Breached(LedgerAggregate.Event):
+    class Breached(DomainAggregate.Event):
         rule: str
         equity: Decimal
         floor: Decimal
 
-    class Frozen(LedgerAggregate.Event):
+    class Frozen(DomainAggregate.Event):
         reason: str
 
-    class Unfrozen(LedgerAggregate.Event):
+    class Unfrozen(DomainAggregate.Event):
         reason: str
 
-    class Flattened(LedgerAggregate.Event):
+    class Flattened(DomainAggregate.Event):
         reason: str
         fills: list[dict[str, Any]]
         marks: dict[str, Any]
         valuation: dict[str, Any]
 
-    class Closed(LedgerAggregate.Event):
+    class Closed(DomainAggregate.Event):
         reason: str
 
-    class EquitySnapshotted(LedgerAggregate.Event):
+    class EquitySnapshotted(DomainAggregate.Event):
         """Retired: a periodic point on the equity curve. Kept so old logs still replay."""
 
         valuation: dict[str, Any]
@@ -784,14 +784,14 @@ class PropAccount(LedgerAggregate):
         and marks); it changed no state then either, so replay just passes over it."""
 
 
-class PropAction(LedgerAggregate):
+class PropAction(DomainAggregate):
     """One engine action's outcome, under an id from (account, client_action_id).
 
     Created in the same transaction as the account's `Filled` or `ActionRejected`, so a
     retry finds it and gets the same answer; another body under the same id is a 409.
     """
 
-    class Recorded(LedgerAggregate.Created):
+    class Recorded(DomainAggregate.Created):
         account_id: UUID
         client_action_id: str
         request_fingerprint: str

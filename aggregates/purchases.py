@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.errors import ConflictError, InvalidCommandError, NotFoundError
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -73,8 +73,8 @@ class InvalidIdempotencyKeyError(InvalidCommandError):
     code = "invalid-idempotency-key"
 
 
-class AuditionQuote(LedgerAggregate):
-    class Quoted(LedgerAggregate.Created):
+class AuditionQuote(DomainAggregate):
+    class Quoted(DomainAggregate.Created):
         user_id: UUID
         payer: str
         amount_minor: int
@@ -110,20 +110,20 @@ class AuditionQuote(LedgerAggregate):
         return created_on
 
 
-class TxClaim(LedgerAggregate):
+class TxClaim(DomainAggregate):
     """Which purchase a transaction pays for: taken by the first purchase the chain
     verifies it for, in that settlement's transaction. A purchase that is only pending
     holds nothing, so whoever submits a tx first cannot keep it from its real payer.
     (Claims taken at submit before this rule are let go when their purchase is rejected.)"""
 
-    class Claimed(LedgerAggregate.Created):
+    class Claimed(DomainAggregate.Created):
         tx_hash: str
         purchase_id: UUID
 
-    class Released(LedgerAggregate.Event):
+    class Released(DomainAggregate.Event):
         purchase_id: UUID
 
-    class Reclaimed(LedgerAggregate.Event):
+    class Reclaimed(DomainAggregate.Event):
         purchase_id: UUID
 
     @event(Claimed)
@@ -151,7 +151,7 @@ class TxClaim(LedgerAggregate):
         self.purchase_id = purchase_id
 
 
-class PendingPurchases(LedgerAggregate):
+class PendingPurchases(DomainAggregate):
     """One user's purchases still waiting for the chain. Saved in the same transaction as
     each submit (enter) and each settlement (leave), so the store's version check keeps the
     cap under concurrent submissions: of two racing for the last place, one retries and is
@@ -159,13 +159,13 @@ class PendingPurchases(LedgerAggregate):
 
     snapshot_interval: ClassVar[int | None] = 100
 
-    class Started(LedgerAggregate.Created):
+    class Started(DomainAggregate.Created):
         user_id: UUID
 
-    class Entered(LedgerAggregate.Event):
+    class Entered(DomainAggregate.Event):
         purchase_id: UUID
 
-    class Left(LedgerAggregate.Event):
+    class Left(DomainAggregate.Event):
         purchase_id: UUID
 
     @event(Started)
@@ -311,25 +311,25 @@ def _match_transfer(
     return None, paid
 
 
-class Purchase(LedgerAggregate):
-    class Submitted(LedgerAggregate.Created):
+class Purchase(DomainAggregate):
+    class Submitted(DomainAggregate.Created):
         user_id: UUID
         quote_id: UUID
         tx_hash: str
         request_fingerprint: str
 
-    class StillPending(LedgerAggregate.Event):
+    class StillPending(DomainAggregate.Event):
         reason: str
         confirmations: int
 
-    class Verified(LedgerAggregate.Event):
+    class Verified(DomainAggregate.Event):
         block_number: int
         block_hash: str
         log_index: int
         paid_minor: int
         confirmations: int
 
-    class Rejected(LedgerAggregate.Event):
+    class Rejected(DomainAggregate.Event):
         reason: str
 
     @event(Submitted)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate
+from aggregates.base import DomainAggregate
 
 
 class RefreshOutcome(StrEnum):
@@ -25,25 +25,25 @@ class RefreshOutcome(StrEnum):
     UNKNOWN = "unknown"
 
 
-class Session(LedgerAggregate):
+class Session(DomainAggregate):
     # Long-lived families rotate often; snapshots keep their load cost flat.
     snapshot_interval: ClassVar[int | None] = 50
 
-    class Started(LedgerAggregate.Created):
+    class Started(DomainAggregate.Created):
         user_id: UUID
         token_hash: str
         refresh_expires_at: datetime
         absolute_expires_at: datetime
 
-    class Rotated(LedgerAggregate.Event):
+    class Rotated(DomainAggregate.Event):
         retired_hash: str
         token_hash: str
         refresh_expires_at: datetime
 
-    class ReuseDetected(LedgerAggregate.Event):
+    class ReuseDetected(DomainAggregate.Event):
         presented_hash: str
 
-    class Revoked(LedgerAggregate.Event):
+    class Revoked(DomainAggregate.Event):
         reason: str
 
     @event(Started)

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.errors import AuthenticationFailedError, InvalidCommandError
 
 # abnf warns about siwe's grammar as siwe compiles it; the grammar works, the noise does not.
@@ -84,12 +84,12 @@ def nonce_id(nonce: str) -> UUID:
     return derive_id("SignInNonce", nonce)
 
 
-class SignInNonce(LedgerAggregate):
-    class Issued(LedgerAggregate.Created):
+class SignInNonce(DomainAggregate):
+    class Issued(DomainAggregate.Created):
         address: str
         expires_at: datetime
 
-    class Consumed(LedgerAggregate.Event):
+    class Consumed(DomainAggregate.Event):
         pass
 
     @event(Issued)

@@ -8,7 +8,7 @@ from uuid import UUID
 from eth_utils import to_checksum_address
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate, derive_id
+from aggregates.base import DomainAggregate, derive_id
 from aggregates.errors import InvalidCommandError
 
 ROLES = ("admin", "moderator")
@@ -23,17 +23,17 @@ class UnknownRoleError(InvalidCommandError):
     code = "unknown-role"
 
 
-class User(LedgerAggregate):
-    class Registered(LedgerAggregate.Created):
+class User(DomainAggregate):
+    class Registered(DomainAggregate.Created):
         address: str
 
-    class SignedIn(LedgerAggregate.Event):
+    class SignedIn(DomainAggregate.Event):
         session_id: UUID
 
-    class RoleGranted(LedgerAggregate.Event):
+    class RoleGranted(DomainAggregate.Event):
         role: str
 
-    class RoleRevoked(LedgerAggregate.Event):
+    class RoleRevoked(DomainAggregate.Event):
         role: str
 
     @event(Registered)

@@ -21,7 +21,7 @@ from aggregates.base import CommandContext
 from api.auth import bearer, principal_of, require_admin_or_scope
 from api.problems import PositionBeyondHeadError, ProjectionBehindError, TooManyWaitsError
 from api.request_id import current_request_id
-from projections.reads import ReadModels
+from projections.reads import ProjectionReads
 from runtime.clock import Clock
 from runtime.settings import Settings
 from services.bootstrap import Services
@@ -52,7 +52,7 @@ async def get_event_log(request: Request) -> EventLog:
     return services.event_log
 
 
-async def get_reads(request: Request) -> ReadModels:
+async def get_reads(request: Request) -> ProjectionReads:
     services: Services = request.app.state.services
     return services.reads
 
@@ -61,7 +61,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
-ReadsDep = Annotated[ReadModels, Depends(get_reads)]
+ReadsDep = Annotated[ProjectionReads, Depends(get_reads)]
 
 
 HEALTH_SCOPE = "health:read"
@@ -100,11 +100,11 @@ class ProjectionPositions:
     A read that must wait sleeps on a condition; one background task looks at the
     positions of the projections someone waits on (one look, whatever the number of
     waiters), every `WATCH_SECONDS` while anyone waits and never otherwise, and wakes the
-    waiters. `wait_until` keeps `ReadModels.wait_until`'s contract: at most `timeout`
+    waiters. `wait_until` keeps `ProjectionReads.wait_until`'s contract: at most `timeout`
     seconds, False when the position was not reached, and never False on a stale look.
     """
 
-    def __init__(self, reads: ReadModels, *, interval: float = WATCH_SECONDS) -> None:
+    def __init__(self, reads: ProjectionReads, *, interval: float = WATCH_SECONDS) -> None:
         self.reads = reads
         self.interval = interval
         self._known: dict[str, int] = {}
@@ -193,10 +193,12 @@ class ProjectionPositions:
         return dict(zip(names, positions, strict=True))
 
 
-_positions: weakref.WeakKeyDictionary[ReadModels, ProjectionPositions] = weakref.WeakKeyDictionary()
+_positions: weakref.WeakKeyDictionary[ProjectionReads, ProjectionPositions] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def positions_of(reads: ReadModels) -> ProjectionPositions:
+def positions_of(reads: ProjectionReads) -> ProjectionPositions:
     """The watcher of this process's read pool (the app's lifespan opens and closes it)."""
     positions = _positions.get(reads)
     if positions is None or positions._closed:
@@ -204,7 +206,7 @@ def positions_of(reads: ReadModels) -> ProjectionPositions:
     return positions
 
 
-async def close_positions(reads: ReadModels) -> None:
+async def close_positions(reads: ProjectionReads) -> None:
     positions = _positions.pop(reads, None)
     if positions is not None:
         await positions.close()

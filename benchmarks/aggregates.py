@@ -8,12 +8,12 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate
+from aggregates.base import DomainAggregate
 
 SNAPSHOT_INTERVAL = 100
 
 
-class BenchAccount(LedgerAggregate):
+class BenchAccount(DomainAggregate):
     """Opened once, then incremented: money in minor units and a Decimal rate, like a ledger."""
 
     @event("Opened")

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg.sql import SQL
 
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 from runtime.schema import EVENTS_TABLE
 
 
@@ -129,7 +129,7 @@ def head_digest(conn: psycopg.Connection[Any]) -> Digest | None:
     return None if row is None else Digest(row[0], bytes(row[1]))
 
 
-async def chain_head(reads: ReadModels) -> Digest | None:
+async def chain_head(reads: ProjectionReads) -> Digest | None:
     """The chain's head as a digest (None while the log is empty), for HTTP reads."""
     query = SQL("SELECT {} FROM audit_chain ORDER BY position DESC LIMIT 1").format(columns(Digest))
     return await reads.one(Digest, query, ())

@@ -11,9 +11,9 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
-from projections.base import LedgerProjection, ProjectionView, RecordedEvent
+from projections.base import ProjectionView, ReadModel, RecordedEvent
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 from runtime.transcoder import OrjsonTranscoder
 
 _transcoder = OrjsonTranscoder()
@@ -56,7 +56,7 @@ class AuditLogView(ProjectionView):
         self.append_row("audit_log", entry)
 
 
-class AuditLog(LedgerProjection[AuditLogView]):
+class AuditLog(ReadModel[AuditLogView]):
     name = "audit_log"
     view_class = AuditLogView
     # Works from the stored rows, so no event is ever unreadable to the auditors.
@@ -135,7 +135,9 @@ class AuditFilter:
         return SQL(" AND ").join(clauses), params
 
 
-async def audit_entries(reads: ReadModels, where: AuditFilter, page: Page) -> list[AuditEntryRow]:
+async def audit_entries(
+    reads: ProjectionReads, where: AuditFilter, page: Page
+) -> list[AuditEntryRow]:
     """A page of the entries that match, in log order (cursor: position)."""
     condition, params = where.where(page.position())
     query = SQL("SELECT {} FROM audit_log WHERE {} ORDER BY position LIMIT %s").format(
@@ -144,6 +146,6 @@ async def audit_entries(reads: ReadModels, where: AuditFilter, page: Page) -> li
     return await reads.all(AuditEntryRow, query, [*params, page.fetch])
 
 
-async def events_of(reads: ReadModels, aggregate_id: UUID, page: Page) -> list[AuditEntryRow]:
+async def events_of(reads: ProjectionReads, aggregate_id: UUID, page: Page) -> list[AuditEntryRow]:
     """A page of one aggregate's entries, in log order (cursor: position)."""
     return await audit_entries(reads, AuditFilter(aggregate_id=aggregate_id), page)

@@ -17,10 +17,10 @@ from psycopg.sql import SQL
 
 from aggregates.auditions import Audition
 from aggregates.prop_accounts import PropAccount
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class AuditionQueueView(ProjectionView):
@@ -90,7 +90,7 @@ class AuditionQueueView(ProjectionView):
         )
 
 
-class AuditionQueue(LedgerProjection[AuditionQueueView]):
+class AuditionQueue(ReadModel[AuditionQueueView]):
     name = "audition_queue"
     view_class = AuditionQueueView
     topics = topics_of(
@@ -166,7 +166,7 @@ class QueuedRow:
     breach: str | None
 
 
-async def queued(reads: ReadModels, until: datetime, page: Page) -> list[QueuedRow]:
+async def queued(reads: ProjectionReads, until: datetime, page: Page) -> list[QueuedRow]:
     """A page of the running auditions due by `until` (overdue ones first), or breached, in
     due order (cursor: due_at, audition_id)."""
     after_due, after_id = page.moment("due_at"), page.identifier("audition_id")

@@ -19,10 +19,10 @@ from psycopg.sql import SQL, Composable, Identifier
 from psycopg.types.json import Jsonb
 
 from aggregates.auditions import Audition
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 from runtime.transcoder import jsonable
 
 
@@ -155,7 +155,7 @@ class AuditionsView(ProjectionView):
         )
 
 
-class Auditions(LedgerProjection[AuditionsView]):
+class Auditions(ReadModel[AuditionsView]):
     name = "auditions"
     view_class = AuditionsView
     topics = topics_of(
@@ -297,13 +297,13 @@ class AuditionFilter:
         return SQL(" AND ").join(clauses), params
 
 
-async def audition_by_id(reads: ReadModels, audition_id: UUID) -> AuditionRow | None:
+async def audition_by_id(reads: ProjectionReads, audition_id: UUID) -> AuditionRow | None:
     query = SQL("SELECT {} FROM auditions WHERE audition_id = %s").format(columns(AuditionRow))
     return await reads.one(AuditionRow, query, (audition_id,))
 
 
 async def auditions_matching(
-    reads: ReadModels, where: AuditionFilter, page: Page
+    reads: ProjectionReads, where: AuditionFilter, page: Page
 ) -> list[AuditionSummaryRow]:
     """A page of the auditions that match, oldest first (cursor: position)."""
     condition, params = where.where(page.position())
@@ -314,13 +314,13 @@ async def auditions_matching(
 
 
 async def auditions_of_owner(
-    reads: ReadModels, owner_id: UUID, status: str | None, page: Page
+    reads: ProjectionReads, owner_id: UUID, status: str | None, page: Page
 ) -> list[AuditionSummaryRow]:
     """A page of the owner's auditions (all, or those with `status`), oldest first."""
     return await auditions_matching(reads, AuditionFilter(status=status, owner_id=owner_id), page)
 
 
-async def attempts_of(reads: ReadModels, audition_id: UUID) -> list[AttemptRow]:
+async def attempts_of(reads: ProjectionReads, audition_id: UUID) -> list[AttemptRow]:
     """Every attempt of the audition, first to latest."""
     query = SQL("SELECT {} FROM audition_attempts WHERE audition_id = %s ORDER BY number").format(
         columns(AttemptRow)

@@ -131,7 +131,7 @@ class ProjectionView(PostgresTrackingRecorder):
 V = TypeVar("V", bound=ProjectionView)
 
 
-class LedgerProjection(Projection[V], Generic[V]):
+class ReadModel(Projection[V], Generic[V]):
     """Base of every read model.
 
     `topics` names the event classes it handles (empty: every event). With

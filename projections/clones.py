@@ -16,10 +16,10 @@ from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.clones import Clone
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class ClonesView(ProjectionView):
@@ -158,7 +158,7 @@ class ClonesView(ProjectionView):
         )
 
 
-class Clones(LedgerProjection[ClonesView]):
+class Clones(ReadModel[ClonesView]):
     name = "clones"
     view_class = ClonesView
     topics = topics_of(
@@ -294,18 +294,18 @@ class VersionRow(VersionSummaryRow):
     position: int
 
 
-async def clone_by_id(reads: ReadModels, clone_id: UUID) -> CloneRow | None:
+async def clone_by_id(reads: ProjectionReads, clone_id: UUID) -> CloneRow | None:
     query = SQL("SELECT {} FROM clones WHERE clone_id = %s").format(columns(CloneRow))
     return await reads.one(CloneRow, query, (clone_id,))
 
 
-async def clone_owner(reads: ReadModels, clone_id: UUID) -> CloneOwnerRow | None:
+async def clone_owner(reads: ProjectionReads, clone_id: UUID) -> CloneOwnerRow | None:
     query = SQL("SELECT {} FROM clones WHERE clone_id = %s").format(columns(CloneOwnerRow))
     return await reads.one(CloneOwnerRow, query, (clone_id,))
 
 
 async def clones_of_owner(
-    reads: ReadModels, owner_id: UUID, status: str | None, page: Page
+    reads: ProjectionReads, owner_id: UUID, status: str | None, page: Page
 ) -> list[CloneSummaryRow]:
     """A page of the owner's clones (all, or those with `status`), oldest first
     (cursor: position)."""
@@ -317,7 +317,9 @@ async def clones_of_owner(
     return await reads.all(CloneSummaryRow, query, params)
 
 
-async def latest_drafts(reads: ReadModels, clone_id: UUID, limit: int) -> list[DraftSummaryRow]:
+async def latest_drafts(
+    reads: ProjectionReads, clone_id: UUID, limit: int
+) -> list[DraftSummaryRow]:
     """The clone's `limit` latest draft saves, newest first."""
     query = SQL(
         "SELECT {} FROM clone_drafts WHERE clone_id = %s ORDER BY number DESC LIMIT %s"
@@ -325,7 +327,9 @@ async def latest_drafts(reads: ReadModels, clone_id: UUID, limit: int) -> list[D
     return await reads.all(DraftSummaryRow, query, (clone_id, limit))
 
 
-async def latest_versions(reads: ReadModels, clone_id: UUID, limit: int) -> list[VersionSummaryRow]:
+async def latest_versions(
+    reads: ProjectionReads, clone_id: UUID, limit: int
+) -> list[VersionSummaryRow]:
     """The clone's `limit` latest published versions, newest first, without their graphs."""
     query = SQL(
         "SELECT {} FROM clone_versions WHERE clone_id = %s ORDER BY number DESC LIMIT %s"
@@ -333,7 +337,7 @@ async def latest_versions(reads: ReadModels, clone_id: UUID, limit: int) -> list
     return await reads.all(VersionSummaryRow, query, (clone_id, limit))
 
 
-async def versions_of_clone(reads: ReadModels, clone_id: UUID, page: Page) -> list[VersionRow]:
+async def versions_of_clone(reads: ProjectionReads, clone_id: UUID, page: Page) -> list[VersionRow]:
     """A page of the clone's versions with their graphs, oldest first (cursor: position)."""
     query = SQL(
         "SELECT {} FROM clone_versions WHERE clone_id = %s AND position > %s"

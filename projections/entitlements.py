@@ -12,10 +12,10 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL
 
 from aggregates.entitlements import Entitlement
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class EntitlementsView(ProjectionView):
@@ -64,7 +64,7 @@ class EntitlementsView(ProjectionView):
         )
 
 
-class Entitlements(LedgerProjection[EntitlementsView]):
+class Entitlements(ReadModel[EntitlementsView]):
     name = "entitlements"
     view_class = EntitlementsView
     topics = topics_of(
@@ -109,7 +109,7 @@ class EntitlementRow:
 
 
 async def entitlements_of_user(
-    reads: ReadModels, user_id: UUID, page: Page
+    reads: ProjectionReads, user_id: UUID, page: Page
 ) -> list[EntitlementRow]:
     """A page of the user's entitlements, oldest first (cursor: granted_at, entitlement_id)."""
     after_time, after_id = page.moment("granted_at"), page.identifier("entitlement_id")

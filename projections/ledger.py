@@ -11,10 +11,10 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.ledger import Transfer
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class LedgerView(ProjectionView):
@@ -79,7 +79,7 @@ class LedgerView(ProjectionView):
         )
 
 
-class LedgerEntries(LedgerProjection[LedgerView]):
+class LedgerEntries(ReadModel[LedgerView]):
     name = "ledger"
     view_class = LedgerView
     topics = topics_of(Transfer.Posted)
@@ -109,14 +109,16 @@ class BalanceRow:
     balance_minor: int
 
 
-async def balance_of(reads: ReadModels, account: str) -> int:
+async def balance_of(reads: ProjectionReads, account: str) -> int:
     """The account's balance in minor units; 0 for an account with no entries yet."""
     query = SQL("SELECT {} FROM ledger_balances WHERE account = %s").format(columns(BalanceRow))
     row = await reads.one(BalanceRow, query, (account,))
     return row.balance_minor if row else 0
 
 
-async def entries_of_account(reads: ReadModels, account: str, page: Page) -> list[LedgerEntryRow]:
+async def entries_of_account(
+    reads: ProjectionReads, account: str, page: Page
+) -> list[LedgerEntryRow]:
     """A page of the account's entries, in log order (cursor: position)."""
     query = SQL(
         "SELECT {} FROM ledger_entries WHERE account = %s AND position > %s"

@@ -11,7 +11,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from projections.base import LedgerProjection, RecordedEvent
+from projections.base import ReadModel, RecordedEvent
 from runtime.schema import EVENTS_TABLE
 
 NOTIFY_CHANNEL = EVENTS_TABLE  # the library NOTIFYs a channel named after the table
@@ -118,7 +118,7 @@ class HandlerFailedError(Exception):
 
 
 def apply_events(
-    projection: LedgerProjection[Any],
+    projection: ReadModel[Any],
     mapper: Mapper[Any],
     events: Sequence[RecordedEvent],
     decoded: dict[int, Any] | None = None,
@@ -139,7 +139,7 @@ def apply_events(
 
 
 def _as_input(
-    projection: LedgerProjection[Any],
+    projection: ReadModel[Any],
     mapper: Mapper[Any],
     recorded: RecordedEvent,
     decoded: dict[int, Any] | None,

@@ -16,10 +16,10 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.profiles import ProfileStatus, PublicProfile
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class ModerationQueueView(ProjectionView):
@@ -125,7 +125,7 @@ class ModerationQueueView(ProjectionView):
             )
 
 
-class ModerationQueue(LedgerProjection[ModerationQueueView]):
+class ModerationQueue(ReadModel[ModerationQueueView]):
     name = "moderation_queue"
     view_class = ModerationQueueView
     topics = topics_of(
@@ -240,7 +240,7 @@ class ReportRow:
 
 
 async def awaiting_decision(
-    reads: ReadModels, awaiting: str | None, page: Page
+    reads: ProjectionReads, awaiting: str | None, page: Page
 ) -> list[QueueEntryRow]:
     """A page of profiles awaiting a decision (any, or `approval` / `review` only), oldest
     first (cursor: queued_position)."""
@@ -253,7 +253,9 @@ async def awaiting_decision(
     return await reads.all(QueueEntryRow, query, params)
 
 
-async def reports_of_profile(reads: ReadModels, profile_id: UUID, page: Page) -> list[ReportRow]:
+async def reports_of_profile(
+    reads: ProjectionReads, profile_id: UUID, page: Page
+) -> list[ReportRow]:
     """A page of the reports filed against a profile, oldest first (cursor: position)."""
     query = SQL(
         "SELECT {} FROM moderation_reports WHERE profile_id = %s AND position > %s"

@@ -17,9 +17,9 @@ from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.prop_accounts import PropAccount
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 from runtime.transcoder import jsonable
 
 Row = Mapping[str, Any]
@@ -200,7 +200,7 @@ class PropAccountsView(ProjectionView):
         )
 
 
-class PropAccounts(LedgerProjection[PropAccountsView]):
+class PropAccounts(ReadModel[PropAccountsView]):
     name = "prop_accounts"
     view_class = PropAccountsView
     topics = topics_of(
@@ -333,14 +333,14 @@ class PositionRow:
     mark_observed_at: datetime
 
 
-async def account_by_id(reads: ReadModels, account_id: UUID) -> PropAccountRow | None:
+async def account_by_id(reads: ProjectionReads, account_id: UUID) -> PropAccountRow | None:
     query = SQL("SELECT {} FROM prop_accounts WHERE account_id = %s").format(
         columns(PropAccountRow)
     )
     return await reads.one(PropAccountRow, query, (account_id,))
 
 
-async def positions_of(reads: ReadModels, account_id: UUID) -> list[PositionRow]:
+async def positions_of(reads: ProjectionReads, account_id: UUID) -> list[PositionRow]:
     """The account's open positions, by asset, each at the mark it was last valued at."""
     query = SQL("SELECT {} FROM prop_positions WHERE account_id = %s ORDER BY asset").format(
         columns(PositionRow)

@@ -22,10 +22,10 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.prop_accounts import PropAccount
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 ZERO = Decimal(0)
 
@@ -133,7 +133,7 @@ def totals(fills: Sequence[Mapping[str, Any]]) -> tuple[Decimal, Decimal]:
     return realized, fees
 
 
-class PropEquity(LedgerProjection[PropEquityView]):
+class PropEquity(ReadModel[PropEquityView]):
     name = "prop_equity_curve"
     view_class = PropEquityView
     topics = topics_of(
@@ -220,7 +220,9 @@ class EquityPointRow:
     gross_exposure: Decimal
 
 
-async def equity_curve_of(reads: ReadModels, account_id: UUID, page: Page) -> list[EquityPointRow]:
+async def equity_curve_of(
+    reads: ProjectionReads, account_id: UUID, page: Page
+) -> list[EquityPointRow]:
     """A page of the account's equity curve, oldest point first (cursor: position)."""
     query = SQL(
         "SELECT {} FROM prop_equity_curve WHERE account_id = %s AND position > %s"

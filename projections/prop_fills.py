@@ -13,10 +13,10 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.prop_accounts import PropAccount
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class PropFillsView(ProjectionView):
@@ -79,7 +79,7 @@ class PropFillsView(ProjectionView):
         )
 
 
-class PropFills(LedgerProjection[PropFillsView]):
+class PropFills(ReadModel[PropFillsView]):
     name = "prop_fills"
     view_class = PropFillsView
     topics = topics_of(PropAccount.Filled, PropAccount.Flattened)
@@ -132,7 +132,7 @@ class FillRow:
     filled_at: datetime
 
 
-async def fills_of(reads: ReadModels, account_id: UUID, page: Page) -> list[FillRow]:
+async def fills_of(reads: ProjectionReads, account_id: UUID, page: Page) -> list[FillRow]:
     """A page of the account's fills (actions and flattens), by number (cursor: number)."""
     query = SQL(
         "SELECT {} FROM prop_fills WHERE account_id = %s AND number > %s ORDER BY number LIMIT %s"

@@ -14,9 +14,9 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.profiles import ProfileStatus, PublicProfile
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class PublicProfilesView(ProjectionView):
@@ -91,7 +91,7 @@ class PublicProfilesView(ProjectionView):
         )
 
 
-class PublicProfiles(LedgerProjection[PublicProfilesView]):
+class PublicProfiles(ReadModel[PublicProfilesView]):
     name = "public_profiles"
     view_class = PublicProfilesView
     topics = topics_of(
@@ -206,7 +206,7 @@ class ProfileRow:
     updated_at: datetime
 
 
-async def visible_profile(reads: ReadModels, profile_id: UUID) -> PublicProfileRow | None:
+async def visible_profile(reads: ProjectionReads, profile_id: UUID) -> PublicProfileRow | None:
     """The profile if it is public (approved and not hidden), else None."""
     query = SQL("SELECT {} FROM public_profiles WHERE profile_id = %s AND visible").format(
         columns(PublicProfileRow)
@@ -214,6 +214,6 @@ async def visible_profile(reads: ReadModels, profile_id: UUID) -> PublicProfileR
     return await reads.one(PublicProfileRow, query, (profile_id,))
 
 
-async def profile_of_clone(reads: ReadModels, clone_id: UUID) -> ProfileRow | None:
+async def profile_of_clone(reads: ProjectionReads, clone_id: UUID) -> ProfileRow | None:
     query = SQL("SELECT {} FROM public_profiles WHERE clone_id = %s").format(columns(ProfileRow))
     return await reads.one(ProfileRow, query, (clone_id,))

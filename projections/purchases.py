@@ -12,9 +12,9 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL
 
 from aggregates.purchases import Purchase
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class PurchasesView(ProjectionView):
@@ -56,7 +56,7 @@ class PurchasesView(ProjectionView):
         )
 
 
-class Purchases(LedgerProjection[PurchasesView]):
+class Purchases(ReadModel[PurchasesView]):
     name = "purchases"
     view_class = PurchasesView
     topics = topics_of(
@@ -141,6 +141,6 @@ class PurchaseRow:
     updated_at: datetime
 
 
-async def purchase_by_id(reads: ReadModels, purchase_id: UUID) -> PurchaseRow | None:
+async def purchase_by_id(reads: ProjectionReads, purchase_id: UUID) -> PurchaseRow | None:
     query = SQL("SELECT {} FROM purchases WHERE purchase_id = %s").format(columns(PurchaseRow))
     return await reads.one(PurchaseRow, query, (purchase_id,))

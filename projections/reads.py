@@ -1,6 +1,6 @@
 """What read-your-writes waits on: how far each projection has read the log, over the
 process's async read pool (`runtime.reads`). Query functions live beside their projection
-(its tables, handlers and queries side by side), take a `ReadModels` and return frozen
+(its tables, handlers and queries side by side), take a `ProjectionReads` and return frozen
 dataclass rows selected with `columns(Row)`."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from psycopg.sql import SQL, Identifier
 from runtime.reads import Reads, columns
 from runtime.schema import EVENTS_TABLE, LOG_NAME
 
-__all__ = ["ReadModels", "columns"]
+__all__ = ["ProjectionReads", "columns"]
 
 POLL_SECONDS = 0.02
 """How often a waiting read looks at a projection's position again."""
 
 
-class ReadModels(Reads):
+class ProjectionReads(Reads):
     """The read pool, and the positions of the projections whose tables it reads."""
 
     # --- positions: what read-your-writes waits on ---------------------------------------

@@ -24,7 +24,7 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
 from aggregates.entitlements import entitlement_id_for
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 from runtime.schema import EVENTS_TABLE, LOG_NAME
 
 _TRIAL_BALANCE = "SELECT coalesce(sum(amount_minor), 0) AS total FROM ledger_entries"
@@ -159,7 +159,7 @@ def latest(datastore: PostgresDatastore) -> Reconciliation | None:
     return None if row is None else CheckRow(**row).result()
 
 
-async def latest_check(reads: ReadModels) -> Reconciliation | None:
+async def latest_check(reads: ProjectionReads) -> Reconciliation | None:
     """The latest kept check, for HTTP reads."""
     row = await reads.one(CheckRow, _LATEST, ())
     return None if row is None else row.result()

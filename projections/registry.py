@@ -7,7 +7,7 @@ from typing import Any
 from projections.audit_log import AuditLog
 from projections.audition_queue import AuditionQueue
 from projections.auditions import Auditions
-from projections.base import LedgerProjection
+from projections.base import ReadModel
 from projections.clones import Clones
 from projections.entitlements import Entitlements
 from projections.ledger import LedgerEntries
@@ -20,7 +20,7 @@ from projections.purchases import Purchases
 from projections.sessions import Sessions
 from projections.users import Users
 
-PROJECTIONS: list[type[LedgerProjection[Any]]] = [
+PROJECTIONS: list[type[ReadModel[Any]]] = [
     AuditLog,
     Users,
     Sessions,

@@ -39,7 +39,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composable, Identifier, Literal
 
-from projections.base import LedgerProjection, ProjectionView, RecordedEvent
+from projections.base import ProjectionView, ReadModel, RecordedEvent
 from projections.log import NOTIFY_CHANNEL, HandlerFailedError, Window, apply_events, read_window
 from projections.state import Projections
 from runtime.schema import EVENTS_TABLE, LOG_NAME
@@ -81,7 +81,7 @@ class _Track:
 
     name: str
     generation: int = 0
-    projection: LedgerProjection[Any] | None = None
+    projection: ReadModel[Any] | None = None
     recorded: int = 0
     """Its position in the database, as last read or committed."""
     quiet_after: int = 0

@@ -11,10 +11,10 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.sessions import Session
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
 from projections.paging import Page
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class SessionsView(ProjectionView):
@@ -78,7 +78,7 @@ class SessionsView(ProjectionView):
         )
 
 
-class Sessions(LedgerProjection[SessionsView]):
+class Sessions(ReadModel[SessionsView]):
     name = "sessions"
     view_class = SessionsView
     topics = topics_of(Session.Started, Session.Rotated, Session.ReuseDetected, Session.Revoked)
@@ -126,12 +126,12 @@ class SessionRow:
     revoked_reason: str | None
 
 
-async def session_by_id(reads: ReadModels, session_id: UUID) -> SessionRow | None:
+async def session_by_id(reads: ProjectionReads, session_id: UUID) -> SessionRow | None:
     query = SQL("SELECT {} FROM sessions WHERE session_id = %s").format(columns(SessionRow))
     return await reads.one(SessionRow, query, (session_id,))
 
 
-async def sessions_of_user(reads: ReadModels, user_id: UUID, page: Page) -> list[SessionRow]:
+async def sessions_of_user(reads: ProjectionReads, user_id: UUID, page: Page) -> list[SessionRow]:
     """A page of the user's sessions, oldest first (cursor: started_at, session_id)."""
     after_time, after_id = page.moment("started_at"), page.identifier("session_id")
     query = SQL(

@@ -12,9 +12,9 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.log import head_position
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class ProjectionNotFoundError(LookupError):
@@ -54,13 +54,13 @@ class Projections:
         self,
         datastore: PostgresDatastore,
         mapper: Mapper[Any],
-        classes: list[type[LedgerProjection[Any]]],
+        classes: list[type[ReadModel[Any]]],
     ) -> None:
         self.datastore = datastore
         self.mapper = mapper
         self.classes = {cls.name: cls for cls in classes}
 
-    def projection_class(self, name: str) -> type[LedgerProjection[Any]]:
+    def projection_class(self, name: str) -> type[ReadModel[Any]]:
         try:
             return self.classes[name]
         except KeyError:
@@ -70,7 +70,7 @@ class Projections:
         cls = self.projection_class(name)
         return cls.view_class(self.datastore, name=name, generation=generation)
 
-    def projection(self, name: str, view: ProjectionView) -> LedgerProjection[Any]:
+    def projection(self, name: str, view: ProjectionView) -> ReadModel[Any]:
         return self.projection_class(name)(view)
 
     def ensure_created(self) -> None:
@@ -192,7 +192,7 @@ class WorkerHeartbeatRow:
     last_error: str | None
 
 
-async def worker_heartbeats(reads: ReadModels) -> list[WorkerHeartbeatRow]:
+async def worker_heartbeats(reads: ProjectionReads) -> list[WorkerHeartbeatRow]:
     """Every job's latest beat, by job name."""
     query = SQL("SELECT {} FROM worker_heartbeats ORDER BY job").format(columns(WorkerHeartbeatRow))
     return await reads.all(WorkerHeartbeatRow, query, ())

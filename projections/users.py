@@ -11,9 +11,9 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
 from aggregates.users import User
-from projections.base import LedgerProjection, ProjectionView
+from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
-from projections.reads import ReadModels, columns
+from projections.reads import ProjectionReads, columns
 
 
 class UsersView(ProjectionView):
@@ -57,7 +57,7 @@ class UsersView(ProjectionView):
         )
 
 
-class Users(LedgerProjection[UsersView]):
+class Users(ReadModel[UsersView]):
     name = "users"
     view_class = UsersView
     topics = topics_of(User.Registered, User.SignedIn, User.RoleGranted, User.RoleRevoked)
@@ -95,6 +95,6 @@ class UserRow:
     sign_in_count: int
 
 
-async def user_by_id(reads: ReadModels, user_id: UUID) -> UserRow | None:
+async def user_by_id(reads: ProjectionReads, user_id: UUID) -> UserRow | None:
     query = SQL("SELECT {} FROM users WHERE user_id = %s").format(columns(UserRow))
     return await reads.one(UserRow, query, (user_id,))

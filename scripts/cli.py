@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from aggregates.base import CommandContext, LedgerAggregate
+from aggregates.base import CommandContext, DomainAggregate
 from aggregates.errors import DomainError
 from projections.audit_chain import Digest, Verification, record_digest, verify
 from projections.log import HandlerFailedError
@@ -457,7 +457,7 @@ def audit_digest(ctx: typer.Context) -> None:
 # --- demo --------------------------------------------------------------------------------
 
 
-class DemoTab(LedgerAggregate):
+class DemoTab(DomainAggregate):
     """A bar tab in USDC minor units: the smallest aggregate to show the machinery with."""
 
     @event("Opened")

@@ -11,7 +11,7 @@ from eventsourcing.utils import get_topic
 
 from ingest.evm import EvmNode
 from ingest.prices import PostgresPriceSource
-from projections.reads import ReadModels
+from projections.reads import ProjectionReads
 from projections.registry import PROJECTIONS
 from projections.state import Projections
 from runtime.clock import Clock, system_clock
@@ -100,11 +100,11 @@ class Services:
     projections: Projections
     clock: Clock = system_clock
     evm: EvmNode = field(init=False)
-    reads: ReadModels = field(init=False)
+    reads: ProjectionReads = field(init=False)
 
     def __post_init__(self) -> None:
         self.evm = open_evm_node(self.settings)
-        self.reads = ReadModels(self.url, max_size=self.settings.database_pool_size)
+        self.reads = ProjectionReads(self.url, max_size=self.settings.database_pool_size)
 
     @property
     def datastore(self) -> PostgresDatastore:

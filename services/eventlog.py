@@ -22,12 +22,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from aggregates.base import CommandContext, LedgerAggregate, acting, derive_id
+from aggregates.base import CommandContext, DomainAggregate, acting, derive_id
 from aggregates.errors import ConcurrencyConflictError, IdempotencyKeyReusedError, NotFoundError
 from runtime.schema import EVENTS_TABLE, LOG_NAME
 from runtime.transcoder import OrjsonTranscoder
 
-A = TypeVar("A", bound=LedgerAggregate)
+A = TypeVar("A", bound=DomainAggregate)
 T = TypeVar("T")
 
 
@@ -44,10 +44,10 @@ class UnitOfWork:
 
     def __init__(self, event_log: EventLog) -> None:
         self._event_log = event_log
-        self._aggregates: dict[UUID, LedgerAggregate] = {}
+        self._aggregates: dict[UUID, DomainAggregate] = {}
 
     @property
-    def aggregates(self) -> list[LedgerAggregate]:
+    def aggregates(self) -> list[DomainAggregate]:
         return list(self._aggregates.values())
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:

@@ -38,7 +38,7 @@ from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
 from ingest.prices import PostgresPriceSource
 from projections import audit_log, prop_accounts, prop_equity, prop_fills
 from projections.paging import Page
-from projections.reads import ReadModels
+from projections.reads import ProjectionReads
 from services import prop_trading
 from services.bootstrap import Services
 
@@ -217,7 +217,7 @@ async def account_page(
     account_id: UUID,
     reader: Principal,
     page: Page,
-    read: Callable[[ReadModels, UUID, Page], Awaitable[Sequence[R]]],
+    read: Callable[[ProjectionReads, UUID, Page], Awaitable[Sequence[R]]],
     key: str,
 ) -> tuple[list[R], str | None]:
     """A page of one of the account's lists (`read`, in `key` order), for a reader who may

@@ -16,7 +16,7 @@ from api.app import create_app
 from api.auth import VERIFIED_FOR, VerifiedTokens
 from api.deps import ProjectionPositions, positions_of
 from api.tokens import AccessClaims, AccessTokens
-from projections.reads import ReadModels
+from projections.reads import ProjectionReads
 from runtime.clock import FixedClock
 from services.bootstrap import Services
 from tests.support.http import assert_problem
@@ -42,7 +42,7 @@ class FakeReads:
 
 
 def watcher(reads: FakeReads, interval: float = 0.005) -> ProjectionPositions:
-    return ProjectionPositions(cast(ReadModels, reads), interval=interval)
+    return ProjectionPositions(cast(ProjectionReads, reads), interval=interval)
 
 
 def run(coroutine: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 
 from aggregates.base import CommandContext
 from projections.audit_log import AuditLog
-from projections.reads import ReadModels
+from projections.reads import ProjectionReads
 from projections.rebuild import rebuild
 from projections.registry import PROJECTIONS
 from projections.runner import ProjectionRunner
@@ -205,7 +205,7 @@ def test_quiet_projections_reach_the_head_so_read_your_writes_waits_finish(
             head = services.projections.status("audit_log").head
 
             async def wait_for_all(head: int = head) -> list[bool]:
-                reads = ReadModels(services.url)
+                reads = ProjectionReads(services.url)
                 try:
                     return [await reads.wait_until(n, head, 5.0) for n in sorted(PROJECTION_NAMES)]
                 finally:

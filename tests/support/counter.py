@@ -8,10 +8,10 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import event
 
-from aggregates.base import LedgerAggregate
+from aggregates.base import DomainAggregate
 
 
-class Counter(LedgerAggregate):
+class Counter(DomainAggregate):
     @event("Opened")
     def __init__(
         self, id: UUID, name: str, balance_minor: int, rate: Decimal, request_fingerprint: str = ""
