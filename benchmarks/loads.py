@@ -1,6 +1,6 @@
 """(c) Loading one aggregate at 10 and at 10,000 events of history, with and without snapshots.
 
-A load is `Ledger.repository.get(id)`, the call the command path makes: with snapshots it
+A load is `EventLog.repository.get(id)`, the call the command path makes: with snapshots it
 reads the latest snapshot and the events after it, without them every event. The figure
 is the median of several loads of the same aggregate.
 """

@@ -365,9 +365,9 @@ def _heading(
         f"- Client: Python {platform.python_version()}, {packages};"
         f" {os.cpu_count()} CPUs; load average {load_before:.2f} at start,"
         f" {os.getloadavg()[0]:.2f} at end; run took {elapsed:.0f} s.",
-        "- (a) `Ledger.execute`, one event per command: *create* opens a new aggregate (no"
+        "- (a) `EventLog.execute`, one event per command: *create* opens a new aggregate (no"
         " read); *load+increment* loads one with a short history and appends one event."
-        " Each client is a thread (command path: the ledger's pool; raw: its own connection)."
+        " Each client is a thread (command path: the event log's pool; raw: its own connection)."
         " Raw = psycopg INSERT+COMMIT of the same topic and state bytes (size in brackets)"
         " into a plain table shaped like the events table. Rounds alternate raw and command"
         f" path ({plan.rounds} rounds of {plan.seconds:g} s after {plan.warmup:g} s warm-up);"
@@ -375,7 +375,7 @@ def _heading(
         f"- (b) `projections.rebuild.rebuild` of `{PROJECTION}` over {plan.events:,} events"
         f" ({plan.events // 100:,} aggregates x 100 events), batches of {plan.rebuild_batch:,},"
         " into a fresh generation.",
-        f"- (c) `Ledger.repository.get` of one aggregate; snapshot interval {SNAPSHOT_INTERVAL};"
+        f"- (c) `EventLog.repository.get` of one aggregate; snapshot interval {SNAPSHOT_INTERVAL};"
         " 199 and 10,099 events are the worst case (99 events after the last snapshot).",
         "- (d) `PropAccount` load with 10 and 10,000 fills (snapshots every 100 events).",
         "- (e) Over HTTP, as a client gets it: `pumpparty api` (uvicorn on loopback, one"

@@ -1,6 +1,6 @@
 """The one command path: load, decide, save atomically, retry on a version conflict.
 
-Every command in every area runs through `Ledger.execute`. The decision is a function of
+Every command in every area runs through `EventLog.execute`. The decision is a function of
 a `UnitOfWork`; whatever aggregates it loads or creates are saved together in one
 transaction, so a command touching several aggregates is all-or-nothing.
 """
