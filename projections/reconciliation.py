@@ -52,7 +52,6 @@ class Reconciliation:
     trial_balance_minor: int
     breaches: list[dict[str, Any]] = field(default_factory=list)
     checked_at: datetime | None = None
-    skipped: bool = False
     position: int | None = None
     """The log position the cross-model check was judged at (the lower of the two)."""
 
@@ -128,11 +127,9 @@ def record(datastore: PostgresDatastore, result: Reconciliation) -> None:
 
 
 def reconcile_and_record(datastore: PostgresDatastore) -> Reconciliation:
-    """Check and keep the result (checks no longer skip for lag; `skipped` stays for
-    callers that still look at it)."""
+    """Check and keep the result: judged at one common position, a check never skips."""
     result = reconcile(datastore)
-    if not result.skipped:
-        record(datastore, result)
+    record(datastore, result)
     return result
 
 

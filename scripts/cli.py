@@ -370,8 +370,6 @@ def ledger_check(ctx: typer.Context) -> None:
     verified purchase. Records the result; exits 1 on any breach."""
     with opened(ctx) as services:
         result = reconcile_and_record(services.projections.datastore)
-    if result.skipped:
-        fail("skipped: the ledger's read models are catching up; run `pumpparty worker` and retry")
     for breach in result.breaches:
         write(dumps(breach))
     if not result.ok:
