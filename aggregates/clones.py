@@ -105,6 +105,11 @@ class Clone(DomainAggregate):
     def has_version(self, version_id: str) -> bool:
         return version_id in self.versions
 
+    @property
+    def latest_version(self) -> str | None:
+        """The version published last (what races run), None before the first."""
+        return max(self.versions, key=self.versions.__getitem__) if self.versions else None
+
     def update(self, name: str, description: str) -> None:
         self.check_not_archived()
         if (name, description) != (self.name, self.description):

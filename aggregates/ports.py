@@ -25,6 +25,11 @@ class Mark:
 class PriceSource(Protocol):
     def latest_mark(self, asset: str) -> Mark | None: ...
 
+    def mark_at(self, asset: str, moment: datetime) -> Mark | None:
+        """The newest mark observed at or before `moment`: what a race's result reads at
+        its end time, however late the finish runs."""
+        ...
+
 
 class DepositObserver(Protocol):
     """What the chain says of a deposit transaction (None: the node could not say)."""

@@ -44,6 +44,7 @@ from aggregates.prop_rules import (
     check_order_size,
     check_position_notional,
     check_reduce_only,
+    check_trading_open,
     daily_loss_floor,
     drawdown_floor,
 )
@@ -299,6 +300,9 @@ class PropAccount(DomainAggregate):
     """The largest fall of equity below the day's reference (start-of-day equity or balance)."""
     active_days: tuple[str, ...] = ()
     """The UTC days (ISO dates) with at least one fill."""
+    trading_ends_at: datetime | None = None
+    """A race account's end time: no fill at or after it, and time passing after it says
+    nothing about the account (its result reads the marks at that time)."""
 
     class Opened(DomainAggregate.Created):
         owner_id: UUID
@@ -308,6 +312,7 @@ class PropAccount(DomainAggregate):
         starting_equity: Decimal
         rules: dict[str, Any]
         request_fingerprint: str
+        trading_ends_at: datetime | None = None  # accounts opened before races had none
 
     class DayStarted(DomainAggregate.Event):
         day: str
@@ -369,8 +374,10 @@ class PropAccount(DomainAggregate):
         starting_equity: Decimal,
         rules: dict[str, Any],
         request_fingerprint: str,
+        trading_ends_at: datetime | None = None,
     ) -> None:
         self.owner_id = owner_id
+        self.trading_ends_at = trading_ends_at
         self.clone_id = clone_id
         self.clone_version_hash = clone_version_hash
         self.purpose = purpose
@@ -407,6 +414,7 @@ class PropAccount(DomainAggregate):
         starting_equity: Decimal,
         rules: RuleSet,
         request_fingerprint: str,
+        trading_ends_at: datetime | None = None,
     ) -> PropAccount:
         if purpose not in PURPOSES:
             raise InvalidPropAccountError(f"purpose must be one of {', '.join(PURPOSES)}")
@@ -423,6 +431,7 @@ class PropAccount(DomainAggregate):
             starting_equity=starting_equity,
             rules=rules.to_state(),
             request_fingerprint=request_fingerprint,
+            trading_ends_at=trading_ends_at,
         )
 
     # --- reading the state -----------------------------------------------------------------
@@ -516,9 +525,12 @@ class PropAccount(DomainAggregate):
         """The mark-to-market job's revaluation: only an open account is marked (a frozen or
         closed one cannot trade, so time passing says nothing new about it). None, and no
         event, when there is nothing to record (see `revalue`)."""
-        if self.status != OPEN:
+        if self.status != OPEN or self.trading_ended(now):
             return None
         return self.revalue(marks, now)
+
+    def trading_ended(self, now: datetime) -> bool:
+        return self.trading_ends_at is not None and now >= self.trading_ends_at
 
     def revalue(self, marks: Mapping[str, Mark | None], now: datetime) -> Valuation | None:
         """Revalue the held positions at the given marks that are newer than the recorded
@@ -602,6 +614,7 @@ class PropAccount(DomainAggregate):
         """The `Filled` event's values, or the first gate the action fails (in GATES order)."""
         rules, asset = self.rule_set, request.asset
         check_account_open(self.status)
+        check_trading_open(self.trading_ends_at, now)
         check_asset_allowed(rules, asset)
         mark = marks.get(asset)
         check_mark_fresh(None if mark is None else mark.observed_at, now, max_mark_age)

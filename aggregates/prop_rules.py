@@ -138,6 +138,9 @@ class Gate:
 
 ACCOUNT_CLOSED = Gate("account-closed", "the account is not closed")
 ACCOUNT_FROZEN = Gate("account-frozen", "the account is not frozen")
+TRADING_ENDED = Gate(
+    "trading-ended", "the action comes before the account's trading end (a race's end time)"
+)
 ASSET_NOT_ALLOWED = Gate("asset-not-allowed", "the asset is in the rule set's list")
 MARK_UNAVAILABLE = Gate("mark-unavailable", "a mark price exists for the asset")
 MARK_STALE = Gate("mark-stale", "the mark is no older than the configured age")
@@ -170,6 +173,7 @@ MAX_DRAWDOWN = Gate(
 GATES: tuple[Gate, ...] = (
     ACCOUNT_CLOSED,
     ACCOUNT_FROZEN,
+    TRADING_ENDED,
     ASSET_NOT_ALLOWED,
     MARK_UNAVAILABLE,
     MARK_STALE,
@@ -200,6 +204,11 @@ def check_account_open(status: str) -> None:
         raise GateRejection(ACCOUNT_CLOSED, "the account is closed")
     if status == "frozen":
         raise GateRejection(ACCOUNT_FROZEN, "the account is frozen")
+
+
+def check_trading_open(ends_at: datetime | None, now: datetime) -> None:
+    if ends_at is not None and now >= ends_at:
+        raise GateRejection(TRADING_ENDED, f"trading on this account ended at {ends_at}")
 
 
 def check_asset_allowed(rules: RuleSet, asset: str) -> None:

@@ -1,11 +1,14 @@
-"""Audition-fee quotes, purchases, and the rules that decide whether a deposit counts.
+"""Audition-fee quotes, purchases, and the rules that decide whether a payment counts.
 
 What the chain says arrives as a `DepositObservation` (fetched at the edge); `assess`
-turns it into verified, rejected (with a reason) or still pending. A `TxClaim` per
-transaction hash, taken in the transaction that verifies a purchase (never at submit, so
-a pending purchase holds nothing), makes sure no transaction ever pays for two purchases.
-A `PendingPurchases` roster per user, saved with every submit and settlement, caps how
-many purchases a user may keep waiting for the chain.
+turns it into verified, rejected (with a reason) or still pending, against the terms the
+payment had to meet (`PaymentTerms`: a purchase's quote, or a balance deposit's terms in
+`aggregates.deposits`). Purchases and deposits are both `ChainPayment`s and share the rest
+too: a `TxClaim` per transaction hash, taken in the transaction that verifies a payment
+(never at submit, so a pending one holds nothing), makes sure no transaction ever pays
+twice, whether for a purchase or a deposit; a `PendingPurchases` roster per user, saved
+with every submit and settlement, caps how many payments a user may keep waiting for the
+chain.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -25,13 +28,15 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 
 
 class PurchaseStatus(StrEnum):
+    """Where a payment (an audition purchase or a balance deposit) stands."""
+
     PENDING = "pending_confirmations"
     VERIFIED = "verified"
     REJECTED = "rejected"
 
 
 class Reason(StrEnum):
-    """Why a purchase is still pending or was rejected: stable codes clients can act on."""
+    """Why a payment is still pending or was rejected: stable codes clients can act on."""
 
     AWAITING_CONFIRMATIONS = "awaiting-confirmations"
     NOT_MINED = "tx-not-mined"
@@ -111,10 +116,11 @@ class AuditionQuote(DomainAggregate):
 
 
 class TxClaim(DomainAggregate):
-    """Which purchase a transaction pays for: taken by the first purchase the chain
-    verifies it for, in that settlement's transaction. A purchase that is only pending
-    holds nothing, so whoever submits a tx first cannot keep it from its real payer.
-    (Claims taken at submit before this rule are let go when their purchase is rejected.)"""
+    """Which payment a transaction pays for: taken by the first payment (an audition
+    purchase or a balance deposit: `purchase_id` names either) the chain verifies it for,
+    in that settlement's transaction. A payment that is only pending holds nothing, so
+    whoever submits a tx first cannot keep it from its real payer. (Claims taken at submit
+    before this rule are let go when their purchase is rejected.)"""
 
     class Claimed(DomainAggregate.Created):
         tx_hash: str
@@ -152,9 +158,10 @@ class TxClaim(DomainAggregate):
 
 
 class PendingPurchases(DomainAggregate):
-    """One user's purchases still waiting for the chain. Saved in the same transaction as
-    each submit (enter) and each settlement (leave), so the store's version check keeps the
-    cap under concurrent submissions: of two racing for the last place, one retries and is
+    """One user's payments (audition purchases and balance deposits together: `purchase_id`
+    names either) still waiting for the chain. Saved in the same transaction as each
+    submit (enter) and each settlement (leave), so the store's version check keeps the cap
+    under concurrent submissions: of two racing for the last place, one retries and is
     refused."""
 
     snapshot_interval: ClassVar[int | None] = 100
@@ -173,19 +180,26 @@ class PendingPurchases(DomainAggregate):
         self.user_id = user_id
         self.pending: list[UUID] = []
 
-    def enter(self, purchase_id: UUID, limit: int) -> None:
-        if purchase_id in self.pending:
+    def enter(
+        self,
+        payment_id: UUID,
+        limit: int,
+        refusal: type[ConflictError] = TooManyPendingPurchasesError,
+    ) -> None:
+        """Take a place for a new payment, or refuse it with `refusal` (the error of its
+        kind) when `limit` payments of the user are waiting already."""
+        if payment_id in self.pending:
             return
         if len(self.pending) >= limit:
-            raise TooManyPendingPurchasesError(
-                f"{len(self.pending)} purchases are still waiting for the chain (at most"
-                f" {limit}); submit another when one of them is settled"
+            raise refusal(
+                f"{len(self.pending)} payments (purchases and deposits) are still waiting for"
+                f" the chain (at most {limit}); submit another when one of them is settled"
             )
-        self._entered(purchase_id=purchase_id)
+        self._entered(purchase_id=payment_id)
 
-    def leave(self, purchase_id: UUID) -> None:
-        if purchase_id in self.pending:
-            self._left(purchase_id=purchase_id)
+    def leave(self, payment_id: UUID) -> None:
+        if payment_id in self.pending:
+            self._left(purchase_id=payment_id)
 
     @event(Entered)
     def _entered(self, purchase_id: UUID) -> None:
@@ -241,9 +255,31 @@ class Assessment:
     paid: Payment | None = None
 
 
+class PaymentTerms(Protocol):
+    """What a transaction must be to pay: on this chain, in this token, from the payer to
+    the treasury, adding up to at least `amount_minor`, and (when given) mined no earlier
+    than `issued_at` and no later than `expires_at`. An `AuditionQuote` is one; a balance
+    deposit has its own (`aggregates.deposits.DepositTerms`: any positive amount, any time)."""
+
+    @property
+    def chain_id(self) -> int: ...
+    @property
+    def payer(self) -> str: ...
+    @property
+    def token_contract(self) -> str: ...
+    @property
+    def treasury_address(self) -> str: ...
+    @property
+    def amount_minor(self) -> int: ...
+    @property
+    def issued_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
 def assess(
     observation: DepositObservation | None,
-    quote: AuditionQuote,
+    terms: PaymentTerms,
     *,
     min_confirmations: int,
     now: datetime,
@@ -256,7 +292,7 @@ def assess(
     timed_out = now - pending_since > pending_timeout
     if observation is None:
         return Assessment(PurchaseStatus.PENDING, Reason.RPC_UNAVAILABLE)
-    if observation.chain_id != quote.chain_id:
+    if observation.chain_id != terms.chain_id:
         return Assessment(PurchaseStatus.PENDING, Reason.RPC_WRONG_CHAIN)
     if observation.receipt_status is None or observation.block_number is None:
         return _uncertain(
@@ -271,15 +307,34 @@ def assess(
         )
     if observation.receipt_status != 1:
         return Assessment(PurchaseStatus.REJECTED, Reason.TX_FAILED, confirmations)
-    rejection, paid = _match_transfer(observation.transfers, quote)
+    rejection, paid = _match_transfer(observation.transfers, terms)
     if rejection is not None:
         return Assessment(PurchaseStatus.REJECTED, rejection, confirmations)
     # Block times are whole seconds: a transfer in the second the quote was made counts.
-    if observation.block_time < quote.issued_at.replace(microsecond=0):
+    if terms.issued_at is not None and observation.block_time < terms.issued_at.replace(
+        microsecond=0
+    ):
         return Assessment(PurchaseStatus.REJECTED, Reason.TX_BEFORE_QUOTE, confirmations)
-    if observation.block_time > quote.expires_at:
+    if terms.expires_at is not None and observation.block_time > terms.expires_at:
         return Assessment(PurchaseStatus.REJECTED, Reason.QUOTE_EXPIRED, confirmations)
     return Assessment(PurchaseStatus.VERIFIED, None, confirmations, paid)
+
+
+def incoming(observation: DepositObservation | None, terms: PaymentTerms) -> int | None:
+    """What the transaction carries from the payer to the treasury as the node shows it
+    now, final or not: what a pending payment shows as on its way. Only `assess` decides
+    what is credited; this is for display. 0 while nothing qualifying is mined in a
+    canonical block; None when the node said nothing usable (keep what was seen before)."""
+    if observation is None or observation.chain_id != terms.chain_id:
+        return None
+    if (
+        observation.receipt_status != 1
+        or observation.block_number is None
+        or observation.canonical_block_hash != observation.block_hash
+    ):
+        return 0
+    _, paying = _paying(observation.transfers, terms)
+    return _summed(paying).value_minor if paying else 0
 
 
 def _uncertain(reason: Reason, timed_out: bool) -> Assessment:
@@ -287,31 +342,107 @@ def _uncertain(reason: Reason, timed_out: bool) -> Assessment:
     return Assessment(PurchaseStatus.REJECTED if timed_out else PurchaseStatus.PENDING, reason)
 
 
-def _match_transfer(
-    transfers: list[TransferLog], quote: AuditionQuote
-) -> tuple[Reason | None, Payment | None]:
-    """Every USDC transfer from the payer to the treasury in the transaction, summed (each
-    log once, by its index), or the most telling reason why none pays the quote."""
-    usdc = [t for t in transfers if t.token.lower() == quote.token_contract.lower()]
+def _paying(
+    transfers: list[TransferLog], terms: PaymentTerms
+) -> tuple[Reason | None, list[TransferLog]]:
+    """The transaction's USDC transfers from the payer to the treasury, or the most telling
+    reason why there are none."""
+    usdc = [t for t in transfers if t.token.lower() == terms.token_contract.lower()]
     if not usdc:
-        return Reason.WRONG_TOKEN, None
-    to_treasury = [t for t in usdc if t.recipient.lower() == quote.treasury_address.lower()]
+        return Reason.WRONG_TOKEN, []
+    to_treasury = [t for t in usdc if t.recipient.lower() == terms.treasury_address.lower()]
     if not to_treasury:
-        return Reason.WRONG_RECIPIENT, None
-    from_payer = [t for t in to_treasury if t.sender.lower() == quote.payer.lower()]
+        return Reason.WRONG_RECIPIENT, []
+    from_payer = [t for t in to_treasury if t.sender.lower() == terms.payer.lower()]
     if not from_payer:
-        return Reason.WRONG_SENDER, None
-    counted = {t.log_index: t for t in reversed(from_payer)}  # a repeated index counts once
-    paid = Payment(
+        return Reason.WRONG_SENDER, []
+    return None, from_payer
+
+
+def _summed(paying: list[TransferLog]) -> Payment:
+    """Every paying transfer, summed, each log once (by its index)."""
+    counted = {t.log_index: t for t in reversed(paying)}  # a repeated index counts once
+    return Payment(
         value_minor=sum(t.value_minor for t in counted.values()),
         log_indexes=tuple(sorted(counted)),
     )
-    if paid.value_minor < quote.amount_minor:
+
+
+def _match_transfer(
+    transfers: list[TransferLog], terms: PaymentTerms
+) -> tuple[Reason | None, Payment | None]:
+    """Every USDC transfer from the payer to the treasury in the transaction, summed (each
+    log once, by its index), or the most telling reason why none pays the terms."""
+    rejection, paying = _paying(transfers, terms)
+    if rejection is not None:
+        return rejection, None
+    paid = _summed(paying)
+    if paid.value_minor < terms.amount_minor:
         return Reason.AMOUNT_TOO_LOW, None
     return None, paid
 
 
-class Purchase(DomainAggregate):
+class ChainPayment:
+    """What an audition purchase and a balance deposit share: a transaction to verify,
+    and how each assessment of it is recorded (`assess` decides, `record` writes it down).
+    The aggregate mixing this in declares its own `StillPending`, `Verified` and
+    `Rejected` events, with these fields, and their methods below."""
+
+    user_id: UUID
+    tx_hash: str
+    status: PurchaseStatus
+    reason: str | None
+    confirmations: int
+    paid_minor: int
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status is PurchaseStatus.PENDING
+
+    def record(
+        self, assessment: Assessment, block_number: int | None, block_hash: str | None
+    ) -> None:
+        """Apply an assessment; a pending one is recorded only when something changed."""
+        if not self.is_pending:
+            return
+        if assessment.status is PurchaseStatus.VERIFIED:
+            assert (
+                assessment.paid is not None and block_number is not None and block_hash is not None
+            )
+            self._verified(
+                block_number=block_number,
+                block_hash=block_hash,
+                log_index=assessment.paid.log_index,
+                paid_minor=assessment.paid.value_minor,
+                confirmations=assessment.confirmations,
+            )
+        elif assessment.status is PurchaseStatus.REJECTED:
+            self._rejected(reason=str(assessment.reason))
+        elif (str(assessment.reason), assessment.confirmations) != (
+            self.reason,
+            self.confirmations,
+        ):
+            self._still_pending(
+                reason=str(assessment.reason), confirmations=assessment.confirmations
+            )
+
+    if TYPE_CHECKING:  # each payment aggregate defines these as its events' methods
+
+        def _still_pending(self, reason: str, confirmations: int) -> None: ...
+
+        def _verified(
+            self,
+            block_number: int,
+            block_hash: str,
+            log_index: int,
+            paid_minor: int,
+            confirmations: int,
+        ) -> None: ...
+
+        def _rejected(self, reason: str) -> None: ...
+
+
+class Purchase(ChainPayment, DomainAggregate):
     class Submitted(DomainAggregate.Created):
         user_id: UUID
         quote_id: UUID
@@ -344,37 +475,6 @@ class Purchase(DomainAggregate):
         self.reason: str | None = None
         self.confirmations = 0
         self.paid_minor = 0
-
-    @property
-    def is_pending(self) -> bool:
-        return self.status is PurchaseStatus.PENDING
-
-    def record(
-        self, assessment: Assessment, block_number: int | None, block_hash: str | None
-    ) -> None:
-        """Apply an assessment; a pending one is recorded only when something changed."""
-        if not self.is_pending:
-            return
-        if assessment.status is PurchaseStatus.VERIFIED:
-            assert (
-                assessment.paid is not None and block_number is not None and block_hash is not None
-            )
-            self._verified(
-                block_number=block_number,
-                block_hash=block_hash,
-                log_index=assessment.paid.log_index,
-                paid_minor=assessment.paid.value_minor,
-                confirmations=assessment.confirmations,
-            )
-        elif assessment.status is PurchaseStatus.REJECTED:
-            self._rejected(reason=str(assessment.reason))
-        elif (str(assessment.reason), assessment.confirmations) != (
-            self.reason,
-            self.confirmations,
-        ):
-            self._still_pending(
-                reason=str(assessment.reason), confirmations=assessment.confirmations
-            )
 
     @event(StillPending)
     def _still_pending(self, reason: str, confirmations: int) -> None:

@@ -1,7 +1,7 @@
 """The FastAPI app: one router per area, problem+json errors, request ids, metrics.
 
-The request path is kept lean: three pure-ASGI middlewares of ours (request id, metrics,
-the body limit of `api.limits`)
+The request path is kept lean: four pure-ASGI middlewares of ours (the client's address
+behind trusted proxies, request id, metrics, the body limit of `api.limits`)
 inside FastAPI's own, `async def` dependencies (no thread-pool hop each), uvicorn's access
 log off unless `PUMPPARTY_ACCESS_LOG` is set, and one watcher per process for
 read-your-writes waits (`api.deps.ProjectionPositions`).
@@ -16,18 +16,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics
-from api.auth import VerifiedTokens
+from api.auth import Standings, VerifiedTokens
 from api.deps import close_positions, positions_of
 from api.limits import BodyLimitMiddleware
-from api.problems import RESPONSES, install_problem_handlers
-from api.rate_limit import RateLimiter
+from api.openapi import install_openapi
+from api.problems import install_problem_handlers
+from api.rate_limit import ClientAddressMiddleware, RateLimiter
 from api.request_id import RequestIdMiddleware
 from api.routers import (
+    admin_arena,
     admin_auditions,
     admin_economy,
     admin_moderation,
     admin_prop,
+    admin_races,
     admin_users,
+    arena,
     audit,
     auditions,
     auth,
@@ -38,6 +42,7 @@ from api.routers import (
     me,
     prop,
     public_profiles,
+    races,
 )
 from api.tokens import AccessTokens
 from runtime.clock import Clock, system_clock
@@ -53,10 +58,15 @@ ROUTERS = [
     admin_users.router,
     economy.router,
     admin_economy.router,
+    admin_economy.ledger_router,
     prop.router,
     admin_prop.router,
     auditions.router,
     admin_auditions.router,
+    arena.router,
+    admin_arena.router,
+    races.router,
+    admin_races.router,
     audit.router,
     health.router,
     ingest.router,
@@ -79,7 +89,9 @@ def create_app(
         app.state.services = opened
         app.state.access_tokens = AccessTokens.from_settings(opened.settings)
         app.state.verified_tokens = VerifiedTokens(app.state.access_tokens)
-        app.state.auth_limiter = RateLimiter(opened.settings.auth_rate_limit)
+        app.state.standings = Standings(opened.reads)
+        app.state.auth_limiter = RateLimiter.for_settings(opened.settings, opened.datastore)
+        app.state.trusted_proxies = opened.settings.trusted_proxies
         app.state.metrics.watch(opened)
         if not opened.settings.access_log:
             quiet_access_log()
@@ -97,8 +109,8 @@ def create_app(
         title="Pump Party ledger",
         version="0.1.0",
         lifespan=lifespan,
-        responses=RESPONSES,
     )
+    install_openapi(app)
     app.state.clock = clock
     app.state.metrics = metrics.Metrics()
     install_problem_handlers(app)
@@ -108,6 +120,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: the client's address (behind trusted proxies) is decided before anything.
+    app.add_middleware(ClientAddressMiddleware, state=app.state)
     return app
 
 

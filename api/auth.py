@@ -5,13 +5,19 @@ Every router gets its callers through these dependencies: `CurrentUser`, `AdminU
 routes. They are all `async def` and read what they need from the app's state, so
 resolving them costs no hop to the thread pool (FastAPI runs every plain `def`
 dependency there).
+
+A user's access token is taken as things stand, not as they were when it was minted: its
+session must not have ended (logout, a reused refresh token) and its roles are the user's
+roles now, both as the sessions and users read models show them, asked at most once a
+second per session (`Standings`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
@@ -20,7 +26,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from aggregates.errors import AuthenticationFailedError, NotFoundError, NotPermittedError
-from api.tokens import AccessTokens
+from api.tokens import AccessTokenRevokedError, AccessTokens
+from projections.reads import ProjectionReads
+from projections.sessions import SessionStanding, session_standing
+from projections.users import UserRoles, roles_of_user
 from runtime.settings import Settings
 
 bearer = HTTPBearer(auto_error=False)
@@ -34,6 +43,8 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     scopes: frozenset[str] = field(default_factory=frozenset)
     address: str = ""
+    session_id: UUID | None = None
+    """A user's token family (the access token's `sid`); None for a service."""
 
     @property
     def actor(self) -> str:
@@ -91,7 +102,11 @@ class VerifiedTokens:
             return seen[0]
         claims = self.tokens.verify(token, now)
         principal = Principal(
-            "user", str(claims.user_id), roles=claims.roles, address=claims.address
+            "user",
+            str(claims.user_id),
+            roles=claims.roles,
+            address=claims.address,
+            session_id=claims.session_id,
         )
         if len(self._seen) >= VERIFIED_MAX:
             self._seen.clear()
@@ -99,8 +114,67 @@ class VerifiedTokens:
         return principal
 
 
+STANDING_FOR = timedelta(seconds=1)
+"""How long, on the service's clock, what the read models said of a session and its user is
+taken again without asking them. With the projections' lag, it is how late a logout, a
+reused refresh token or a revoked role takes effect here; within it a busy caller costs no
+query."""
+
+STANDING_MAX = 4096
+"""Sessions remembered at most; past that the memory starts again."""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A session and its user as the read models showed them; None: not seen there yet."""
+
+    session: SessionStanding | None
+    user: UserRoles | None
+
+
+class Standings:
+    """Each signed-in caller's session and user as the read models show them, asked at most
+    once per `STANDING_FOR` per session. One per app: the read pool is the app's."""
+
+    def __init__(self, reads: ProjectionReads) -> None:
+        self.reads = reads
+        self._seen: dict[tuple[UUID, UUID], tuple[Standing, datetime]] = {}
+
+    async def standing(self, user_id: UUID, session_id: UUID, now: datetime) -> Standing:
+        key = (user_id, session_id)
+        seen = self._seen.get(key)
+        if seen is not None and seen[1] <= now < seen[1] + STANDING_FOR:
+            return seen[0]
+        session, user = await asyncio.gather(
+            session_standing(self.reads, session_id), roles_of_user(self.reads, user_id)
+        )
+        standing = Standing(session, user)
+        if len(self._seen) >= STANDING_MAX:
+            self._seen.clear()
+        self._seen[key] = (standing, now)
+        return standing
+
+    async def current(self, principal: Principal, settings: Settings, now: datetime) -> Principal:
+        """The caller as things stand: refused when the read model shows its session ended,
+        and with its user's roles as the read model holds them (a revoked role is gone as
+        soon as it is projected; a role granted a moment ago waits for its projection).
+
+        What the read models have not seen yet (a sign-in a moment ago) is not known to
+        have ended: the token holds as minted until they have."""
+        if principal.session_id is None:
+            return principal
+        standing = await self.standing(principal.user_id, principal.session_id, now)
+        if standing.session is not None and standing.session.ended(now):
+            raise AccessTokenRevokedError("the session of this access token has ended")
+        if standing.user is None:
+            return principal
+        roles = effective_roles(standing.user.roles, standing.user.address, settings)
+        return principal if roles == principal.roles else replace(principal, roles=roles)
+
+
 def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The caller: a user (access token, a JWT) or a service (service token)."""
+    """The caller: a user (access token, a JWT) or a service (service token), as the token
+    alone says, with no query: `caller_of` also asks whether its session still stands."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationFailedError("a bearer token is required")
     state = request.app.state
@@ -114,19 +188,32 @@ def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | N
     return principal
 
 
+async def caller_of(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
+    """The caller as things stand now: `principal_of`, then, for a user, refused when its
+    session has ended and given its user's current roles (`Standings`)."""
+    principal = principal_of(request, credentials)
+    if principal.session_id is None:
+        return principal
+    state = request.app.state
+    standings: Standings = state.standings
+    return await standings.current(principal, state.services.settings, state.clock())
+
+
 # Each dependency below reads the bearer credentials itself rather than depending on
 # `current_principal`: FastAPI resolves every level of a dependency tree on every request.
 
 
 async def current_principal(request: Request, credentials: BearerDep) -> Principal:
-    return principal_of(request, credentials)
+    return await caller_of(request, credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 async def current_user(request: Request, credentials: BearerDep) -> Principal:
-    principal = principal_of(request, credentials)
+    principal = await caller_of(request, credentials)
     if principal.kind != "user":
         raise NotPermittedError("this needs a signed-in user")
     return principal
@@ -145,7 +232,7 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 
 def require_service(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request, credentials: BearerDep) -> Principal:
-        principal = principal_of(request, credentials)
+        principal = await caller_of(request, credentials)
         if principal.kind != "service" or scope not in principal.scopes:
             raise NotPermittedError(f"this needs a service token with the {scope!r} scope")
         return principal
@@ -155,7 +242,7 @@ def require_service(scope: str) -> Callable[..., Awaitable[Principal]]:
 
 def require_admin_or_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request, credentials: BearerDep) -> Principal:
-        principal = principal_of(request, credentials)
+        principal = await caller_of(request, credentials)
         if not (principal.is_admin or scope in principal.scopes):
             raise NotPermittedError(f"this needs the admin role or the {scope!r} scope")
         return principal

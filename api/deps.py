@@ -18,7 +18,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Query, Request
 
 from aggregates.base import CommandContext
-from api.auth import bearer, principal_of, require_admin_or_scope
+from api.auth import bearer, caller_of, require_admin_or_scope
 from api.problems import PositionBeyondHeadError, ProjectionBehindError, TooManyWaitsError
 from api.request_id import current_request_id
 from projections.reads import ProjectionReads
@@ -249,7 +249,7 @@ def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
         credentials = await bearer(request)
         if credentials is None:
             return
-        principal_of(request, credentials)
+        await caller_of(request, credentials)
         settings = services.settings
         if positions.waiting >= settings.read_wait_limit:
             raise TooManyWaitsError("too many reads are waiting for a position; try again")

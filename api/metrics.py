@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import health_reader
 from ingest.metrics import IngestionCollector
-from projections import reconciliation
+from projections import arena, reconciliation
 from services.bootstrap import Services
 
 
@@ -49,6 +49,22 @@ class LedgerCollector(Collector):
         latest = reconciliation.latest(self.services.projections.datastore)
         breaches.add_metric([], len(latest.breaches) if latest else 0)
         yield from (lag, stalled, appended, breaches)
+        yield from self.arena()
+
+    def arena(self) -> Iterator[Metric]:
+        now = arena.gauges(self.services.projections.datastore)
+        capacity = (
+            now.capacity if now.capacity is not None else self.services.settings.arena_capacity
+        )
+        for name, help_text, value in (
+            ("queue_depth", "Clones queued for the arena, eligible or not", now.queue_depth),
+            ("queue_eligible", "Queued clones an admission round would admit", now.eligible),
+            ("members", "Arena members (admitted or suspended)", now.members),
+            ("capacity", "Arena seats (an admin's capacity, or the setting)", capacity),
+        ):
+            gauge = GaugeMetricFamily(f"pumpparty_arena_{name}", help_text)
+            gauge.add_metric([], value)
+            yield gauge
 
 
 class Metrics:

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from aggregates.errors import (
     AuthenticationFailedError,
@@ -97,18 +98,13 @@ _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
 ]
 
 _HTTP_CODES = {
+    400: "malformed-body",  # FastAPI's "error parsing the body" (e.g. not UTF-8)
     404: "not-found",
     405: "method-not-allowed",
     406: "not-acceptable",
     413: "payload-too-large",  # also the body limit's (api/limits.py)
     415: "unsupported-media-type",
 }
-
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-    for status in (401, 403, 404, 409, 413, 422, 429, 503)
-}
-"""Added to every route's documented responses."""
 
 
 def problem_response(
@@ -142,6 +138,29 @@ def problem_response(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
+
+
+HTTP_METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app serves at the request's path. Starlette's 405 names the methods
+    of the first route whose path matched, but one path's methods may be spread over
+    several routes (`GET` and `POST /v1/clones` are two), and `Allow` must list them all:
+    each method is tried against the app's routes as a request of its own would be."""
+    path, root_path = request.scope["path"], request.scope.get("root_path", "")
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({"type": "http", "path": path, "root_path": root_path, "method": method})[
+                0
+            ]
+            is Match.FULL
+            for route in routes
+        )
+    ]
 
 
 def status_of(error: DomainError) -> int:
@@ -192,6 +211,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(error.status_code, "http-error")
         headers = dict(error.headers) if error.headers else None
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return problem_response(
             request, error.status_code, code, str(error.detail), headers=headers
         )

@@ -36,6 +36,13 @@ class AccessTokenExpiredError(AuthenticationFailedError):
     code = "access-token-expired"
 
 
+class AccessTokenRevokedError(AuthenticationFailedError):
+    """Well signed and unexpired, but its session has ended (logout, a reused refresh token,
+    revoked by its owner, past its lifetime): refreshing cannot help, only a new sign-in."""
+
+    code = "access-token-revoked"
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: UUID

@@ -7,6 +7,8 @@ event, so replay never reads this table.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from eventsourcing.postgres import PostgresDatastore
 
 from aggregates.ports import Mark
@@ -23,11 +25,19 @@ class PostgresPriceSource:
         self.datastore = datastore
 
     def latest_mark(self, asset: str) -> Mark | None:
+        return self._mark(asset, None)
+
+    def mark_at(self, asset: str, moment: datetime) -> Mark | None:
+        return self._mark(asset, moment)
+
+    def _mark(self, asset: str, moment: datetime | None) -> Mark | None:
+        """The newest mark of `asset` observed at or before `moment` (None: the newest)."""
         with self.datastore.transaction() as cursor:
             cursor.execute(
                 "SELECT asset, price, observed_at, source FROM market_marks"
-                " WHERE asset = %s ORDER BY observed_at DESC LIMIT 1",
-                (asset,),
+                " WHERE asset = %s AND (%s::timestamptz IS NULL OR observed_at <= %s)"
+                " ORDER BY observed_at DESC LIMIT 1",
+                (asset, moment, moment),
             )
             row = cursor.fetchone()
         return (

@@ -125,3 +125,29 @@ async def entries_of_account(
         " ORDER BY position, transfer_id LIMIT %s"
     ).format(columns(LedgerEntryRow))
     return await reads.all(LedgerEntryRow, query, (account, page.position(), page.fetch))
+
+
+@dataclass(frozen=True, slots=True)
+class UserBalance:
+    """A user's money in minor units. `posted`: the sum of the account's posted entries.
+    `pending`: what the user's deposits not yet credited carry, as far as the chain has
+    shown it (incoming, not spendable). `available`: what may be spent (posted, for now)."""
+
+    posted_minor: int
+    pending_minor: int
+
+    @property
+    def available_minor(self) -> int:
+        return self.posted_minor
+
+
+async def user_balance(reads: ProjectionReads, user_id: UUID, account: str) -> UserBalance:
+    """The user's posted balance (this model) and pending deposits (the `deposits` model),
+    read in one statement."""
+    query = SQL(
+        "SELECT coalesce((SELECT balance_minor FROM ledger_balances WHERE account = %s), 0)"
+        " AS posted_minor, (SELECT coalesce(sum(incoming_minor), 0)::bigint FROM deposits"
+        " WHERE user_id = %s AND status = 'pending_confirmations') AS pending_minor"
+    )
+    row = await reads.one(UserBalance, query, (account, user_id))
+    return row or UserBalance(0, 0)

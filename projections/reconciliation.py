@@ -1,7 +1,10 @@
 """Reconciliation: the ledger's read models checked against each other.
 
 The trial balance is zero, every balance equals the sum of its entries, every verified
-purchase has exactly one entitlement. The result is kept in `reconciliation_checks`,
+purchase has exactly one entitlement, and every race conserves its money: its escrow is
+never negative and is empty once the race is settled or void, its settlement balances
+(gross + subsidy = takeout + payouts + breakage) over every ticket, and its pools are its
+counted tickets. The result is kept in `reconciliation_checks`,
 shown at `/v1/health/reconciliation` and as a `/metrics` gauge.
 
 The read models move on their own, so the check never waits for them to stand at one
@@ -11,6 +14,9 @@ together, so they hold at whatever position it stands. The one check across mode
 verified purchase in `purchases`, its grant in `entitlements`) is judged at the lower of
 their two positions: a purchase missing its grant is a breach only when the log shows
 its verification and its grant (if any) at or below that position; beyond it, it is lag.
+
+Health never passes an old answer off as current: a last completed check older than
+`stale_after` (a setting; three intervals by default) is shown as `stale`, with its age.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
 from aggregates.entitlements import entitlement_id_for
-from projections.reads import ProjectionReads, columns
+from projections.reads import ProjectionReads
 from runtime.schema import EVENTS_TABLE, LOG_NAME
+from runtime.settings import Settings
 
 _TRIAL_BALANCE = "SELECT coalesce(sum(amount_minor), 0) AS total FROM ledger_entries"
 _BALANCE_MISMATCHES = """
@@ -41,10 +48,45 @@ _GRANTS_NOT_ONE = """
     WHERE p.status = 'verified'
     GROUP BY p.purchase_id HAVING count(e.entitlement_id) <> 1
 """
+# Races. A settled or void race's escrow is empty once the ledger has read that far (the
+# transfers and the race's last event commit together); a settlement conserves every
+# micro-USDC and includes every ticket; the live pools are the counted tickets.
+_RACE_ESCROWS_NOT_EMPTY = """
+    SELECT r.race_id, r.status, b.balance_minor
+    FROM races r JOIN ledger_balances b ON b.account = 'race:' || r.race_id || ':escrow'
+    WHERE r.status IN ('settled', 'void') AND r.status_position <= %s AND b.balance_minor <> 0
+"""
+_RACE_ESCROWS_NEGATIVE = """
+    SELECT account, balance_minor FROM ledger_balances
+    WHERE account LIKE 'race:%%:escrow' AND balance_minor < 0
+"""
+_SETTLEMENTS_NOT_CONSERVED = """
+    SELECT r.race_id, r.summary, coalesce(t.staked, 0) AS tickets_staked
+    FROM races r LEFT JOIN (
+        SELECT race_id, sum(amount_minor) AS staked FROM race_tickets GROUP BY race_id
+    ) t USING (race_id)
+    WHERE r.status = 'settled' AND (
+        (r.summary->>'gross_minor')::numeric + (r.summary->>'subsidy_minor')::numeric
+          <> (r.summary->>'takeout_minor')::numeric + (r.summary->>'paid_minor')::numeric
+             + (r.summary->>'breakage_minor')::numeric
+        OR (r.summary->>'staked_minor')::numeric
+          <> (r.summary->>'refunded_minor')::numeric + (r.summary->>'gross_minor')::numeric
+        OR (r.summary->>'staked_minor')::numeric <> coalesce(t.staked, 0)
+    )
+"""
+_POOLS_NOT_TICKETS = """
+    SELECT e.race_id, e.pooled, coalesce(t.counted, 0) AS counted
+    FROM (SELECT race_id, sum(pool_minor) AS pooled FROM race_entrants GROUP BY race_id) e
+    LEFT JOIN (
+        SELECT race_id, sum(amount_minor) AS counted FROM race_tickets WHERE counted
+        GROUP BY race_id
+    ) t USING (race_id)
+    WHERE e.pooled <> coalesce(t.counted, 0)
+"""
 _NEGATIVE_USERS = "SELECT account, balance_minor FROM ledger_balances WHERE account LIKE 'user:%%' AND balance_minor < 0"
 
 
-READ_MODELS = ("ledger", "purchases", "entitlements")
+READ_MODELS = ("ledger", "purchases", "entitlements", "races")
 
 
 @dataclass(frozen=True)
@@ -54,6 +96,8 @@ class Reconciliation:
     checked_at: datetime | None = None
     position: int | None = None
     """The log position the cross-model check was judged at (the lower of the two)."""
+    age_seconds: float | None = None
+    """How long ago it was kept, by the database's clock (the one that stamped it)."""
 
     @property
     def ok(self) -> bool:
@@ -79,6 +123,9 @@ def reconcile(datastore: PostgresDatastore) -> Reconciliation:
         breaches += [
             {"check": "user-balance-not-negative", **_plain(row)} for row in cursor.fetchall()
         ]
+        breaches += _race_breaches(
+            cursor, min(positions.get("ledger", 0), positions.get("races", 0))
+        )
         cursor.execute(_GRANTS_NOT_ONE)
         breaches += [
             {"check": "one-grant-per-verified-purchase", **_plain(row)}
@@ -86,6 +133,20 @@ def reconcile(datastore: PostgresDatastore) -> Reconciliation:
             if row["grants"] > 1 or _settled_by(cursor, row["purchase_id"], common)
         ]
     return Reconciliation(total, breaches, position=common)
+
+
+def _race_breaches(cursor: Any, common: int) -> list[dict[str, Any]]:
+    """The race monitors; the escrow check (ledger against races) at their common position."""
+    found: list[dict[str, Any]] = []
+    for check, query, params in (
+        ("race-escrow-empty-when-done", _RACE_ESCROWS_NOT_EMPTY, (common,)),
+        ("race-escrow-not-negative", _RACE_ESCROWS_NEGATIVE, ()),
+        ("race-settlement-conserved", _SETTLEMENTS_NOT_CONSERVED, ()),
+        ("race-pool-equals-counted-tickets", _POOLS_NOT_TICKETS, ()),
+    ):
+        cursor.execute(query, params)
+        found += [{"check": check, **_plain(row)} for row in cursor.fetchall()]
+    return found
 
 
 def _settled_by(cursor: Any, purchase_id: Any, position: int) -> bool:
@@ -138,14 +199,34 @@ class CheckRow:
     trial_balance_minor: int
     breaches: list[dict[str, Any]]
     checked_at: datetime
+    age_seconds: float
 
     def result(self) -> Reconciliation:
-        return Reconciliation(self.trial_balance_minor, list(self.breaches), self.checked_at)
+        return Reconciliation(
+            self.trial_balance_minor,
+            list(self.breaches),
+            self.checked_at,
+            age_seconds=max(self.age_seconds, 0.0),
+        )
 
 
-_LATEST = SQL("SELECT {} FROM reconciliation_checks ORDER BY checked_at DESC LIMIT 1").format(
-    columns(CheckRow)
+# The age by the database's clock, which stamped `checked_at`: no skew between hosts.
+_LATEST = SQL(
+    "SELECT trial_balance_minor, breaches, checked_at,"
+    " extract(epoch FROM clock_timestamp() - checked_at)::float8 AS age_seconds"
+    " FROM reconciliation_checks ORDER BY checked_at DESC LIMIT 1"
 )
+
+STALE_AFTER_INTERVALS = 3
+"""Without `PUMPPARTY_RECONCILIATION_STALE_AFTER`, a check is stale after this many intervals."""
+
+
+def stale_after(settings: Settings) -> float:
+    """Seconds after which the last completed check no longer speaks for the ledger: the
+    checker has stopped, or cannot finish (health shows `stale`)."""
+    if settings.reconciliation_stale_after is not None:
+        return settings.reconciliation_stale_after
+    return STALE_AFTER_INTERVALS * settings.reconciliation_interval
 
 
 def latest(datastore: PostgresDatastore) -> Reconciliation | None:

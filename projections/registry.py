@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from projections.arena import ArenaReadModel
 from projections.audit_log import AuditLog
 from projections.audition_queue import AuditionQueue
 from projections.auditions import Auditions
 from projections.base import ReadModel
 from projections.clones import Clones
+from projections.deposits import Deposits
 from projections.entitlements import Entitlements
 from projections.ledger import LedgerEntries
 from projections.moderation_queue import ModerationQueue
@@ -17,6 +19,7 @@ from projections.prop_equity import PropEquity
 from projections.prop_fills import PropFills
 from projections.public_profiles import PublicProfiles
 from projections.purchases import Purchases
+from projections.races import Races
 from projections.sessions import Sessions
 from projections.users import Users
 
@@ -25,6 +28,7 @@ PROJECTIONS: list[type[ReadModel[Any]]] = [
     Users,
     Sessions,
     Purchases,
+    Deposits,
     Entitlements,
     LedgerEntries,
     Clones,
@@ -35,4 +39,6 @@ PROJECTIONS: list[type[ReadModel[Any]]] = [
     PropEquity,
     Auditions,
     AuditionQueue,
+    ArenaReadModel,
+    Races,
 ]

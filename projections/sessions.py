@@ -141,3 +141,23 @@ async def sessions_of_user(reads: ProjectionReads, user_id: UUID, page: Page) ->
     ).format(columns(SessionRow))
     params = (user_id, after_time, after_time, after_id, page.fetch)
     return await reads.all(SessionRow, query, params)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStanding:
+    """What an access token's check needs of its session (`api.auth.Standings`)."""
+
+    status: str
+    absolute_expires_at: datetime
+
+    def ended(self, now: datetime) -> bool:
+        """Revoked (logout, a reused refresh token, its owner) or past its lifetime: nothing
+        the family issued is honoured any more."""
+        return self.status != "active" or now >= self.absolute_expires_at
+
+
+async def session_standing(reads: ProjectionReads, session_id: UUID) -> SessionStanding | None:
+    """None when the read model has not seen the session yet (a sign-in a moment ago): that
+    means "not known yet", never "ended"."""
+    query = SQL("SELECT {} FROM sessions WHERE session_id = %s").format(columns(SessionStanding))
+    return await reads.one(SessionStanding, query, (session_id,))

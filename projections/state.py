@@ -190,6 +190,9 @@ class WorkerHeartbeatRow:
     interval_seconds: float
     beat_at: datetime
     last_error: str | None
+    last_outcome: str | None
+    """What the job's last successful round did, in its own words (e.g. an admission
+    round's admitted and skipped clones)."""
 
 
 async def worker_heartbeats(reads: ProjectionReads) -> list[WorkerHeartbeatRow]:

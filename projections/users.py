@@ -98,3 +98,17 @@ class UserRow:
 async def user_by_id(reads: ProjectionReads, user_id: UUID) -> UserRow | None:
     query = SQL("SELECT {} FROM users WHERE user_id = %s").format(columns(UserRow))
     return await reads.one(UserRow, query, (user_id,))
+
+
+@dataclass(frozen=True, slots=True)
+class UserRoles:
+    """What an access token's check needs of its user: the roles held now (`api.auth`)."""
+
+    address: str
+    roles: list[str]
+
+
+async def roles_of_user(reads: ProjectionReads, user_id: UUID) -> UserRoles | None:
+    """None when the read model has not seen the user yet (registered a moment ago)."""
+    query = SQL("SELECT {} FROM users WHERE user_id = %s").format(columns(UserRoles))
+    return await reads.one(UserRoles, query, (user_id,))

@@ -377,6 +377,29 @@ STEPS: list[tuple[int, str, str]] = [
         CREATE INDEX sign_in_nonces_expiry ON sign_in_nonces (expires_at);
         """,
     ),
+    (
+        14,
+        "what a worker job's last successful round did (`/v1/health/workers`)",
+        """
+        ALTER TABLE worker_heartbeats ADD COLUMN last_outcome text;
+        """,
+    ),
+    (
+        15,
+        "rate-limit windows shared by every API process (working state, pruned on expiry)",
+        """
+        -- One row per key and fixed window (its start in epoch seconds); a window weighs on
+        -- the next one (sliding window counter), so it is kept until that one ends.
+        CREATE TABLE rate_limit_windows (
+            key text NOT NULL,
+            window_start bigint NOT NULL,
+            hits integer NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (key, window_start)
+        );
+        CREATE INDEX rate_limit_windows_expiry ON rate_limit_windows (expires_at);
+        """,
+    ),
 ]
 
 

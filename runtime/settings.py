@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from decimal import Decimal
 from functools import lru_cache
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
     session_lifetime: int = Field(default=90 * 24 * 3600, gt=0)
     nonce_ttl: int = Field(default=10 * 60, gt=0)
     auth_rate_limit: str = "30/minute"
+    # Where the sign-in limits count: `database` (one budget for every API process, kept
+    # in PostgreSQL) or `memory` (this process's own: only for a single API process).
+    rate_limit_storage: Literal["database", "memory"] = "database"
+    # Load balancers and reverse proxies whose X-Forwarded-For is believed: addresses or
+    # networks, comma-separated. Only a request whose peer is one of them is taken to come
+    # from the rightmost forwarded address that is not one of them; otherwise the header is
+    # ignored. Empty: the peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     siwe_domain: str = "localhost:8000"
     siwe_uri: str = "http://localhost:8000/login"
     chain_id: int = Field(default=8453, gt=0)
@@ -67,6 +76,9 @@ class Settings(BaseSettings):
     evm_rpc_attempts: int = Field(default=3, ge=1, le=10)
     evm_rpc_backoff: float = Field(default=0.2, ge=0)
     reconciliation_interval: float = Field(default=60.0, gt=0)
+    # Seconds after which the last completed reconciliation is `stale` in health (unset:
+    # three reconciliation intervals).
+    reconciliation_stale_after: float | None = Field(default=None, gt=0)
 
     hyperliquid_url: HttpUrl = HttpUrl("https://api.hyperliquid.xyz")
     polymarket_url: HttpUrl = HttpUrl("https://gamma-api.polymarket.com")
@@ -149,9 +161,10 @@ class Settings(BaseSettings):
 
     # Auditions: the terms each audition pins when submitted (duration in seconds; starting
     # equity in USD; the profit target as a fraction of the starting equity; fills and UTC
-    # days with a fill; the loss limits are the `audition` prop rule set's own, never here), the retry policy (free retries, each within
-    # `audition_retry_window` seconds of the failure; past that a retry takes a new
-    # entitlement), the evaluator's cadence and how far ahead "due soon" looks (seconds).
+    # days with a fill; the loss limits are the `audition` prop rule set's own, never here),
+    # the retry policy (free retries, each within `audition_retry_window` seconds of the
+    # failure; past that a retry takes a new entitlement), the evaluator's cadence and how
+    # far ahead "due soon" looks (seconds).
     audition_duration: int = Field(default=14 * 24 * 3600, gt=0, le=366 * 24 * 3600)
     audition_starting_equity: Decimal = Field(
         default=Decimal("10000"), gt=0, le=Decimal("1e12"), decimal_places=8
@@ -163,6 +176,55 @@ class Settings(BaseSettings):
     audition_retry_window: int = Field(default=7 * 24 * 3600, ge=0)
     audition_evaluate_interval: float = Field(default=60.0, gt=0)
     audition_due_soon: int = Field(default=24 * 3600, gt=0)
+
+    # Arena: seats until an admin sets a capacity (an event), the admission job's cadence
+    # (seconds) and the most clones one admission round admits.
+    arena_capacity: int = Field(default=64, ge=0, le=10_000)
+    arena_admission_interval: float = Field(default=300.0, gt=0)
+    arena_admission_batch: int = Field(default=16, ge=1, le=10_000)
+
+    # Races: the defaults a scheduled race pins (seconds of ticket sales before the start,
+    # race duration, the objection window after the finish), each entrant's starting equity
+    # in USD, the win pool's terms in micro-USDC (takeout in basis points; the break unit
+    # prices are rounded down to, 10,000 = 1 cent; the minimum price per 1 USDC staked;
+    # the stake limits, in whole cents), and the calendar job's cadence (seconds).
+    race_entrants: int = Field(default=3, ge=2, le=100)
+    race_sales_seconds: int = Field(default=3600, gt=0)
+    race_duration_seconds: int = Field(default=3600, gt=0, le=366 * 24 * 3600)
+    race_objection_seconds: int = Field(default=600, ge=0)
+    race_starting_equity: Decimal = Field(
+        default=Decimal("10000"), gt=0, le=Decimal("1e12"), decimal_places=8
+    )
+    race_takeout_bps: int = Field(default=1500, ge=0, le=10_000)
+    race_break_unit_minor: int = Field(default=10_000, gt=0, le=1_000_000)
+    race_min_price_minor: int = Field(default=1_050_000, ge=1_000_000)
+    race_min_stake_minor: int = Field(default=1_000_000, ge=10_000)
+    race_max_stake_minor: int = Field(default=10_000_000_000, ge=10_000)
+    race_calendar_interval: float = Field(default=30.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        """Each an IP address or network; never everyone (`*`, a /0), whose forwarded
+        addresses would all be believed, the client's own leftmost one included."""
+        proxies = []
+        for entry in value:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{entry!r} would trust every peer")
+            single = network.prefixlen == network.max_prefixlen and "/" not in entry
+            proxies.append(str(network.network_address) if single else str(network))
+        return proxies
 
     @field_validator("admin_addresses", mode="before")
     @classmethod

@@ -145,7 +145,9 @@ def trap_stop_signals() -> threading.Event:
 def serve_http(app_instance: object, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app_instance, host=host, port=port)  # type: ignore[arg-type]
+    # proxy_headers=False: the app decides the client's address itself, from
+    # PUMPPARTY_TRUSTED_PROXIES (api.rate_limit.ClientAddressMiddleware).
+    uvicorn.run(app_instance, host=host, port=port, proxy_headers=False)  # type: ignore[arg-type]
 
 
 # --- running -------------------------------------------------------------------------
@@ -190,12 +192,25 @@ def api(
     from api.app import create_app
 
     settings = settings_of(ctx)
+    if workers > 1 and settings.rate_limit_storage == "memory":
+        fail(
+            f"PUMPPARTY_RATE_LIMIT_STORAGE=memory counts per process: with --workers {workers}"
+            f" the sign-in limits would allow {workers} times as many attempts; use database"
+        )
     log_progress()
     stop = trap_stop_signals()
     if stop.is_set():
         return
+    # proxy_headers=False: the app decides the client's address itself, from
+    # PUMPPARTY_TRUSTED_PROXIES (api.rate_limit.ClientAddressMiddleware).
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=settings.access_log)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            access_log=settings.access_log,
+            proxy_headers=False,
+        )
         return
     # Migrate once, here; then each process builds its app from the same environment.
     with opened(ctx, migrate=True):
@@ -207,6 +222,7 @@ def api(
         port=port,
         workers=workers,
         access_log=settings.access_log,
+        proxy_headers=False,
     )
 
 

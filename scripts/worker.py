@@ -59,40 +59,44 @@ class Heartbeats:
         self.services = services
         self.process = process_name()
 
-    def beat(self, job: str, interval: float, error: str | None = None) -> None:
-        with self.services.projections.datastore.transaction(commit=True) as cursor:
-            cursor.execute(
-                "INSERT INTO worker_heartbeats"
-                " (job, process, interval_seconds, beat_at, last_error)"
-                " VALUES (%s, %s, %s, clock_timestamp(), %s)"
-                " ON CONFLICT (job) DO UPDATE SET process = excluded.process,"
-                " interval_seconds = excluded.interval_seconds, beat_at = excluded.beat_at,"
-                " last_error = excluded.last_error",
-                (job, self.process, interval, error),
-            )
-
-    def beat_all(self, jobs: list[str], interval: float, error: str | None = None) -> None:
-        """The same beat for several jobs, in one transaction."""
+    def beat_all(
+        self,
+        jobs: list[str],
+        interval: float,
+        error: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        """The same beat for several jobs, in one transaction. A failed round keeps the
+        outcome of the last round that succeeded."""
         if not jobs:
             return
         with self.services.projections.datastore.transaction(commit=True) as cursor:
             cursor.executemany(
                 "INSERT INTO worker_heartbeats"
-                " (job, process, interval_seconds, beat_at, last_error)"
-                " VALUES (%s, %s, %s, clock_timestamp(), %s)"
+                " (job, process, interval_seconds, beat_at, last_error, last_outcome)"
+                " VALUES (%s, %s, %s, clock_timestamp(), %s, %s)"
                 " ON CONFLICT (job) DO UPDATE SET process = excluded.process,"
                 " interval_seconds = excluded.interval_seconds, beat_at = excluded.beat_at,"
-                " last_error = excluded.last_error",
-                [(job, self.process, interval, error) for job in sorted(jobs)],
+                " last_error = excluded.last_error, last_outcome ="
+                " coalesce(excluded.last_outcome, worker_heartbeats.last_outcome)",
+                [(job, self.process, interval, error, outcome) for job in sorted(jobs)],
             )
 
-    def try_beat(self, job: str, interval: float, error: str | None = None) -> None:
+    def try_beat(
+        self, job: str, interval: float, error: str | None = None, outcome: str | None = None
+    ) -> None:
         """A beat that never takes its job down with it (the database may be away)."""
-        self.try_beat_all([job], interval, error)
+        self.try_beat_all([job], interval, error, outcome)
 
-    def try_beat_all(self, jobs: list[str], interval: float, error: str | None = None) -> None:
+    def try_beat_all(
+        self,
+        jobs: list[str],
+        interval: float,
+        error: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
         try:
-            self.beat_all(jobs, interval, error)
+            self.beat_all(jobs, interval, error, outcome)
         except Exception as failure:
             log.warning("heartbeat for %s failed: %s", ", ".join(jobs), failure)
 
@@ -215,12 +219,13 @@ class Worker:
         try:
             for attempt in retrying:
                 with attempt:
-                    job.func()
+                    outcome = job.func()
         except Exception as error:
             log.exception("job %s failed", job.name)
             self.heartbeats.try_beat(job.name, job.seconds, f"{type(error).__name__}: {error}")
         else:
-            self.heartbeats.try_beat(job.name, job.seconds)
+            described = None if outcome is None else str(outcome)
+            self.heartbeats.try_beat(job.name, job.seconds, outcome=described)
 
     def _pause(self, seconds: float) -> None:
         """Backoff that ends early when the worker stops."""

@@ -3,12 +3,13 @@ evaluator job that evaluates every due audition on a cadence.
 
 Each command is one unit of work: submitting consumes an entitlement, creates the audition
 and opens its prop account in one transaction; evaluating records the verdict and closes
-the account together (a judged attempt's account is done: no job touches it again);
-voiding closes the account and restores the entitlement with the void. Which entitlements
-a user holds is read from the economy's read model, but the entitlement itself is loaded
-and consumed inside the command, so when two submissions race for one entitlement the
-store's version check lets exactly one consume it. The loss limits a submission pins are
-the prop rule set's own (`audition_rules`), never a second value from settings.
+the account together (a judged attempt's account is done: no job touches it again), and a
+pass queues the clone for the arena; voiding closes the account and restores the
+entitlement with the void. Which entitlements a user holds is read from the economy's read
+model, but the entitlement itself is loaded and consumed inside the command, so when two
+submissions race for one entitlement the store's version check lets exactly one consume
+it. The loss limits a submission pins are the prop rule set's own (`audition_rules`),
+never a second value from settings.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from aggregates.prop_accounts import CLOSED, PropAccount
 from aggregates.prop_rules import rule_set
 from runtime.clock import Clock
 from runtime.leases import lease
+from services.arena import queue_for_arena
 from services.cloning import owned_clone
 from services.eventlog import EventLog, UnitOfWork, Written
 from services.jobs import job_context
@@ -269,6 +271,15 @@ def evaluate_audition(
         audition.record_verdict(verdict, now, ended_by)
         if account.status != CLOSED:
             account.close(f"audition {audition.status.value}", marks, now)
+        if verdict.passed:  # the pass queues the clone for the arena, with the verdict
+            queue_for_arena(
+                unit,
+                audition.clone_id,
+                audition.owner_id,
+                audition_id=audition.id,
+                attempt=attempt.number,
+                passed_at=now,
+            )
         return Evaluation(
             audition.id, attempt.number, audition.status, verdict.failed_rules, ended_by
         )

@@ -24,6 +24,7 @@ from aggregates.profiles import (
 )
 from aggregates.strategy_graph import GraphRules, canonical_document, check_graph, graph_digest
 from aggregates.users import User
+from services.arena import leave_arena
 from services.eventlog import EventLog, UnitOfWork, Written
 
 
@@ -111,7 +112,8 @@ def update_clone(
 def archive_clone(
     event_log: EventLog, context: CommandContext, *, clone_id: UUID, owner_id: UUID
 ) -> Written[None]:
-    """Archive: it stops counting against the limit and its profile is withdrawn."""
+    """Archive: it stops counting against the limit, its profile is withdrawn, and it
+    leaves the arena's queue or its seat."""
 
     def decide(unit: UnitOfWork) -> None:
         clone = owned_clone(unit, clone_id, owner_id)
@@ -122,6 +124,7 @@ def archive_clone(
         profile = unit.find(PublicProfile, profile_id_for(clone_id))
         if profile is not None:
             profile.withdraw()
+        leave_arena(unit, clone_id, "clone archived")
 
     return event_log.execute(context, decide)
 
@@ -256,10 +259,12 @@ def keep_profile_hidden(
 def ban_clone(
     event_log: EventLog, context: CommandContext, *, profile_id: UUID, reason: str
 ) -> Written[ProfileState]:
-    """Ban the clone behind a profile: the profile is hidden for good, publishing stops."""
+    """Ban the clone behind a profile: the profile is hidden for good, publishing stops,
+    and the clone leaves the arena (its seat is free for the next round)."""
 
     def ban(unit: UnitOfWork, profile: PublicProfile) -> None:
         profile.ban(reason)
         unit.get(Clone, profile.clone_id).ban(reason)
+        leave_arena(unit, profile.clone_id, f"clone banned: {reason}")
 
     return _moderate(event_log, context, profile_id, ban)

@@ -1,5 +1,11 @@
-"""Economy commands: quote the audition fee, take a purchase, settle it from what the chain
-says (ledger transfers and the entitlement, all at once), revoke an entitlement."""
+"""Economy commands: quote the audition fee, take a purchase or a balance deposit, settle it
+from what the chain says (ledger transfers, and for a purchase the entitlement, all at
+once), revoke an entitlement.
+
+Purchases and deposits are both chain payments and take one path: submit (once per key,
+refused when the tx already paid, capped per user by one roster), confirm (the node asked
+outside any transaction), settle (`assess` against the payment's terms, the tx claimed
+in the transaction that verifies it, then what each kind credits)."""
 
 from __future__ import annotations
 
@@ -8,34 +14,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import TypeAlias
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
 from aggregates.base import CommandContext, fingerprint
+from aggregates.deposits import Deposit, DepositTerms, TooManyPendingDepositsError
 from aggregates.entitlements import Entitlement, entitlement_id_for
-from aggregates.errors import NotFoundError
+from aggregates.errors import ConflictError, NotFoundError
 from aggregates.ledger import (
     AUDITION_REVENUE,
     TREASURY,
     USDC_DECIMALS,
     InvalidAmountError,
+    UserAccount,
     user_account,
+    user_account_id,
 )
 from aggregates.ports import DepositObserver
 from aggregates.purchases import (
     Assessment,
     AuditionQuote,
     DepositObservation,
+    PaymentTerms,
     PendingPurchases,
     Purchase,
     PurchaseStatus,
     QuoteNotFoundError,
     Reason,
+    TooManyPendingPurchasesError,
     TxAlreadyClaimedError,
     TxClaim,
     assess,
     claim_id_for,
+    incoming,
     pending_roster_id_for,
 )
 from runtime.clock import Clock
@@ -54,19 +67,27 @@ class DepositPolicy:
     min_confirmations: int
     pending_timeout: timedelta
     max_pending_per_user: int = DEFAULT_MAX_PENDING_PURCHASES
-    """How many purchases one user may keep waiting for the chain at once."""
+    """How many payments (purchases and deposits together) one user may keep waiting for
+    the chain at once."""
+
+
+PaymentAggregate: TypeAlias = Purchase | Deposit
+"""A payment on-chain to the treasury: an audition purchase or a balance deposit."""
 
 
 @dataclass(frozen=True)
-class PurchaseState:
-    purchase_id: UUID
+class PaymentState:
+    """Where a purchase or a deposit stands: what its commands answer."""
+
+    payment_id: UUID
     status: PurchaseStatus
     reason: str | None
     tx_hash: str
+    paid_minor: int
 
     @classmethod
-    def of(cls, purchase: Purchase) -> PurchaseState:
-        return cls(purchase.id, purchase.status, purchase.reason, purchase.tx_hash)
+    def of(cls, payment: PaymentAggregate) -> PaymentState:
+        return cls(payment.id, payment.status, payment.reason, payment.tx_hash, payment.paid_minor)
 
 
 def quote_audition(
@@ -118,15 +139,15 @@ def submit_purchase(
     quote_id: UUID,
     tx_hash: str,
     max_pending: int = DEFAULT_MAX_PENDING_PURCHASES,
-) -> Written[PurchaseState]:
+) -> Written[PaymentState]:
     """Record the purchase, once per key. It claims nothing: its transaction is claimed
-    only when the chain verifies it (`settle_purchase`). A tx some purchase already
-    settled with is refused at once; a new purchase beyond the user's cap of pending ones
-    is refused (the roster is saved with it, so the cap holds under concurrency)."""
+    only when the chain verifies it (`settle`). A tx some purchase or deposit already
+    settled with is refused at once; a new purchase beyond the user's cap of pending
+    payments is refused (the roster is saved with it, so the cap holds under concurrency)."""
     tx_hash = tx_hash.lower()
     request = fingerprint({"quote_id": quote_id, "tx_hash": tx_hash})
 
-    def decide(unit: UnitOfWork) -> PurchaseState:
+    def decide(unit: UnitOfWork) -> PaymentState:
         quote = unit.find(AuditionQuote, quote_id)
         if quote is None or quote.user_id != user_id:
             raise QuoteNotFoundError(f"quote {quote_id} not found")
@@ -142,17 +163,72 @@ def submit_purchase(
                 request_fingerprint=request,
             ),
         )
-        if purchase.pending_events:  # new: a repeat answers as the first time did
-            claim = unit.find(TxClaim, claim_id_for(quote.chain_id, tx_hash))
-            if claim is not None and claim.purchase_id not in (None, purchase.id):
-                raise TxAlreadyClaimedError("this transaction already pays for another purchase")
-            pending_roster(unit, user_id).enter(purchase.id, max_pending)
+        enter_pending(unit, purchase, quote.chain_id, max_pending, TooManyPendingPurchasesError)
         if purchase.status is PurchaseStatus.VERIFIED:
             # A repeat of a settled purchase answers with the position of its grant too.
             unit.find(Entitlement, entitlement_id_for(purchase.id))
-        return PurchaseState.of(purchase)
+        return PaymentState.of(purchase)
 
     return event_log.execute(context, decide)
+
+
+def submit_deposit(
+    event_log: EventLog,
+    context: CommandContext,
+    *,
+    user_id: UUID,
+    key: str,
+    terms: DepositTerms,
+    tx_hash: str,
+    max_pending: int = DEFAULT_MAX_PENDING_PURCHASES,
+) -> Written[PaymentState]:
+    """Record the deposit, once per key, with the terms it must meet (the signed-in
+    wallet, the token, the chain, the treasury). Like a purchase, it claims nothing until
+    it verifies; a tx already settled is refused; the user's pending cap applies."""
+    tx_hash = tx_hash.lower()
+    request = fingerprint({"tx_hash": tx_hash})
+
+    def decide(unit: UnitOfWork) -> PaymentState:
+        deposit = unit.create_once(
+            Deposit,
+            f"{user_id}:{key}",
+            request,
+            lambda id: Deposit(
+                id=id,
+                user_id=user_id,
+                payer=terms.payer.lower(),
+                token_contract=terms.token_contract.lower(),
+                chain_id=terms.chain_id,
+                treasury_address=terms.treasury_address.lower(),
+                tx_hash=tx_hash,
+                request_fingerprint=request,
+            ),
+        )
+        enter_pending(unit, deposit, deposit.chain_id, max_pending, TooManyPendingDepositsError)
+        if deposit.status is PurchaseStatus.VERIFIED:
+            # A repeat of a credited deposit answers with the position of its credit too.
+            unit.find(UserAccount, user_account_id(user_id))
+        return PaymentState.of(deposit)
+
+    return event_log.execute(context, decide)
+
+
+def enter_pending(
+    unit: UnitOfWork,
+    payment: PaymentAggregate,
+    chain_id: int,
+    max_pending: int,
+    refusal: type[ConflictError],
+) -> None:
+    """A new payment (a repeat answers as the first time did): refused at once when its
+    tx already paid for another purchase or deposit, else it takes a place on the user's
+    roster of payments waiting for the chain, or is refused (`refusal`) beyond the cap."""
+    if not payment.pending_events:
+        return
+    claim = unit.find(TxClaim, claim_id_for(chain_id, payment.tx_hash))
+    if claim is not None and claim.purchase_id not in (None, payment.id):
+        raise TxAlreadyClaimedError("this transaction already paid for another purchase or deposit")
+    pending_roster(unit, payment.user_id).enter(payment.id, max_pending, refusal)
 
 
 def pending_roster(unit: UnitOfWork, user_id: UUID) -> PendingPurchases:
@@ -162,77 +238,105 @@ def pending_roster(unit: UnitOfWork, user_id: UUID) -> PendingPurchases:
     )
 
 
-def settle_purchase(
+def settle(
     event_log: EventLog,
     context: CommandContext,
     *,
-    purchase_id: UUID,
+    payment_id: UUID,
     observation: DepositObservation | None,
     policy: DepositPolicy,
-) -> Written[PurchaseState]:
-    """Apply what the chain says. Verified: the deposit and the fee post and the
-    entitlement is granted in the same transaction as the verification."""
+) -> Written[PaymentState]:
+    """Apply what the chain says to a purchase or a deposit. Verified: its transaction is
+    claimed and what it pays is credited in the same transaction as the verification (a
+    purchase: the deposit, the fee and the entitlement; a deposit: the balance)."""
 
-    def owner_of(purchase_id: UUID) -> UUID:
+    def owner_of(payment_id: UUID) -> tuple[UUID, type[Purchase] | type[Deposit]]:
         try:
-            user_id: UUID = event_log.repository.get(purchase_id).user_id
+            loaded: object = event_log.repository.get(payment_id)
         except AggregateNotFoundError as missing:
-            raise NotFoundError(f"Purchase {purchase_id} not found") from missing
-        return user_id
+            raise NotFoundError(f"payment {payment_id} not found") from missing
+        if not isinstance(loaded, Purchase | Deposit):
+            raise NotFoundError(f"payment {payment_id} not found")
+        return loaded.user_id, type(loaded)
 
-    def decide(unit: UnitOfWork) -> PurchaseState:
-        # The user's roster is loaded first, so its event is saved before the purchase's
-        # and a repeat of the submit (which reads the purchase, not the roster) answers
+    def decide(unit: UnitOfWork) -> PaymentState:
+        # The user's roster is loaded first, so its event is saved before the payment's
+        # and a repeat of the submit (which reads the payment, not the roster) answers
         # with the same position as the first time.
-        roster = unit.find(PendingPurchases, pending_roster_id_for(owner_of(purchase_id)))
-        purchase = unit.get(Purchase, purchase_id)
-        if not purchase.is_pending:
-            return PurchaseState.of(purchase)
-        quote = unit.get(AuditionQuote, purchase.quote_id)
+        user_id, kind = owner_of(payment_id)
+        roster = unit.find(PendingPurchases, pending_roster_id_for(user_id))
+        payment: PaymentAggregate = (
+            unit.get(Purchase, payment_id) if kind is Purchase else unit.get(Deposit, payment_id)
+        )
+        if not payment.is_pending:
+            return PaymentState.of(payment)
+        terms = terms_of(unit, payment)
         assessment = assess(
             observation,
-            quote,
+            terms,
             min_confirmations=policy.min_confirmations,
             now=context.occurred_at,
-            pending_since=purchase.created_on,
+            pending_since=payment.created_on,
             pending_timeout=policy.pending_timeout,
         )
-        if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(unit, quote, purchase):
+        if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(
+            unit, terms.chain_id, payment
+        ):
             assessment = Assessment(
                 PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
             )
-        purchase.record(
+        payment.record(
             assessment,
             observation.block_number if observation else None,
             observation.block_hash if observation else None,
         )
-        if purchase.status is PurchaseStatus.VERIFIED:
-            grant(unit, purchase, quote)
-        elif purchase.status is PurchaseStatus.REJECTED:
-            claim = unit.find(TxClaim, claim_id_for(quote.chain_id, purchase.tx_hash))
+        if payment.status is PurchaseStatus.VERIFIED:
+            credit(unit, payment)
+        elif payment.status is PurchaseStatus.REJECTED:
+            claim = unit.find(TxClaim, claim_id_for(terms.chain_id, payment.tx_hash))
             if claim is not None:  # only a claim taken at submit by an older release
-                claim.release(purchase.id)
-        if not purchase.is_pending and roster is not None:
-            roster.leave(purchase.id)
-        return PurchaseState.of(purchase)
+                claim.release(payment.id)
+        elif isinstance(payment, Deposit):
+            payment.expect(incoming(observation, terms))
+        if not payment.is_pending and roster is not None:
+            roster.leave(payment.id)
+        return PaymentState.of(payment)
 
     return event_log.execute(context, decide)
 
 
-def claim_tx(unit: UnitOfWork, quote: AuditionQuote, purchase: Purchase) -> bool:
-    """Take the transaction's claim for this verified purchase, in its settlement; False
-    when another purchase took it first. Two purchases verifying one tx at once both
-    write the claim (a creation, or a `Reclaimed` at the same version), so the store lets
-    one through and the other's retry finds the claim taken."""
-    claim_id = claim_id_for(quote.chain_id, purchase.tx_hash)
+def terms_of(unit: UnitOfWork, payment: PaymentAggregate) -> PaymentTerms:
+    """What the payment had to pay: a purchase its quote, a deposit its own terms."""
+    if isinstance(payment, Purchase):
+        return unit.get(AuditionQuote, payment.quote_id)
+    return payment.terms
+
+
+def claim_tx(unit: UnitOfWork, chain_id: int, payment: PaymentAggregate) -> bool:
+    """Take the transaction's claim for this verified payment, in its settlement; False
+    when another purchase or deposit took it first. Two payments verifying one tx at once
+    both write the claim (a creation, or a `Reclaimed` at the same version), so the store
+    lets one through and the other's retry finds the claim taken."""
+    claim_id = claim_id_for(chain_id, payment.tx_hash)
     claim = unit.find(TxClaim, claim_id)
     if claim is None:
-        unit.add(TxClaim(id=claim_id, tx_hash=purchase.tx_hash, purchase_id=purchase.id))
+        unit.add(TxClaim(id=claim_id, tx_hash=payment.tx_hash, purchase_id=payment.id))
         return True
-    if claim.purchase_id not in (None, purchase.id):
+    if claim.purchase_id not in (None, payment.id):
         return False
-    claim.claim_for(purchase.id)
+    claim.claim_for(payment.id)
     return True
+
+
+def credit(unit: UnitOfWork, payment: PaymentAggregate) -> None:
+    """What a verified payment is worth: a purchase is granted, a deposit lands on the
+    balance (treasury -> the user, once: the transfer's id comes from the deposit)."""
+    if isinstance(payment, Purchase):
+        grant(unit, payment, unit.get(AuditionQuote, payment.quote_id))
+        return
+    post_transfer(
+        unit, f"deposit:{payment.id}", TREASURY, user_account(payment.user_id), payment.paid_minor
+    )
 
 
 def grant(unit: UnitOfWork, purchase: Purchase, quote: AuditionQuote) -> None:
@@ -262,10 +366,10 @@ def revoke_entitlement(
     return event_log.execute(context, decide)
 
 
-# --- deposit confirmation: ask the node about a purchase's transaction, then settle it ---
-# The same path serves a new purchase (right after it is recorded) and the poller job that
-# re-checks pending ones; the node's answer is fetched outside any transaction and handed
-# to the command.
+# --- deposit confirmation: ask the node about a payment's transaction, then settle it ---
+# The same path serves a new purchase or deposit (right after it is recorded) and the
+# poller job that re-checks pending ones; the node's answer is fetched outside any
+# transaction and handed to the command.
 
 DEPOSIT_JOB = "deposit_confirmations"
 
@@ -275,13 +379,13 @@ def confirm(
     context: CommandContext,
     node: DepositObserver,
     policy: DepositPolicy,
-    purchase_id: UUID,
-) -> Written[PurchaseState]:
-    tx_hash: str = event_log.repository.get(purchase_id).tx_hash
-    return settle_purchase(
+    payment_id: UUID,
+) -> Written[PaymentState]:
+    tx_hash: str = event_log.repository.get(payment_id).tx_hash
+    return settle(
         event_log,
         context,
-        purchase_id=purchase_id,
+        payment_id=payment_id,
         observation=node.observe_deposit(tx_hash),
         policy=policy,
     )
@@ -297,7 +401,7 @@ def purchase(
     key: str,
     quote_id: UUID,
     tx_hash: str,
-) -> Written[PurchaseState]:
+) -> Written[PaymentState]:
     """Record the purchase, then, while it is pending, ask the chain about it at once."""
     written = submit_purchase(
         event_log,
@@ -308,15 +412,50 @@ def purchase(
         tx_hash=tx_hash,
         max_pending=policy.max_pending_per_user,
     )
-    if written.result.status != "pending_confirmations":
+    return confirm_if_pending(event_log, context, node, policy, written)
+
+
+def deposit(
+    event_log: EventLog,
+    context: CommandContext,
+    node: DepositObserver,
+    policy: DepositPolicy,
+    *,
+    user_id: UUID,
+    key: str,
+    terms: DepositTerms,
+    tx_hash: str,
+) -> Written[PaymentState]:
+    """Record the deposit, then, while it is pending, ask the chain about it at once."""
+    written = submit_deposit(
+        event_log,
+        context,
+        user_id=user_id,
+        key=key,
+        terms=terms,
+        tx_hash=tx_hash,
+        max_pending=policy.max_pending_per_user,
+    )
+    return confirm_if_pending(event_log, context, node, policy, written)
+
+
+def confirm_if_pending(
+    event_log: EventLog,
+    context: CommandContext,
+    node: DepositObserver,
+    policy: DepositPolicy,
+    written: Written[PaymentState],
+) -> Written[PaymentState]:
+    if written.result.status is not PurchaseStatus.PENDING:
         return written
-    checked = confirm(event_log, context, node, policy, written.result.purchase_id)
+    checked = confirm(event_log, context, node, policy, written.result.payment_id)
     return Written(checked.result, max(written.position, checked.position))
 
 
 @dataclass(frozen=True)
 class DepositConfirmations:
-    """The poller job: re-check every pending purchase; a round answers how many settled."""
+    """The poller job: re-check every pending purchase and deposit; a round answers how
+    many settled."""
 
     event_log: EventLog
     node: DepositObserver
@@ -326,13 +465,13 @@ class DepositConfirmations:
 
     def __call__(self) -> int:
         settled = 0
-        for purchase_id in self.pending():
-            context = job_context(DEPOSIT_JOB, self.clock, str(purchase_id))
+        for payment_id in self.pending():
+            context = job_context(DEPOSIT_JOB, self.clock, str(payment_id))
             try:
-                state = confirm(self.event_log, context, self.node, self.policy, purchase_id)
+                state = confirm(self.event_log, context, self.node, self.policy, payment_id)
             except Exception:
-                # One purchase that cannot be settled must not hold up the others.
-                log.exception("could not settle purchase %s", purchase_id)
+                # One payment that cannot be settled must not hold up the others.
+                log.exception("could not settle payment %s", payment_id)
                 continue
             settled += state.result.status != "pending_confirmations"
         return settled

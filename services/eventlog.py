@@ -158,3 +158,16 @@ class EventLog(Application[UUID]):
                 (aggregate_ids,),
             ).fetchone()
         return int(row["position"] or 0)
+
+    def positions_at(self, aggregate_id: UUID, versions: list[int]) -> list[int]:
+        """The log positions of these versions of one aggregate, in the order asked."""
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn:
+            rows = conn.execute(
+                f"SELECT originator_version AS version, notification_id AS position"
+                f" FROM {self.events_table} WHERE originator_id = %s"
+                " AND originator_version = ANY(%s)",
+                (aggregate_id, versions),
+            ).fetchall()
+        found = {row["version"]: int(row["position"]) for row in rows}
+        return [found[version] for version in versions]

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 from uuid import UUID
@@ -74,21 +74,23 @@ def open_account_in(
     starting_equity: Decimal,
     rule_set_name: str,
     rule_set_version: int | None = None,
+    trading_ends_at: datetime | None = None,
 ) -> PropAccount:
     """Open (once per key) an account with the rule set in force pinned on it, inside a
     command that may do more in the same transaction (an audition consuming an
     entitlement, a race starting its entrants)."""
-    request = fingerprint(
-        {
-            "owner_id": owner_id,
-            "clone_id": clone_id,
-            "clone_version_hash": clone_version_hash,
-            "purpose": purpose,
-            "starting_equity": starting_equity,
-            "rule_set": rule_set_name,
-            "rule_set_version": rule_set_version,
-        }
-    )
+    terms: dict[str, object] = {
+        "owner_id": owner_id,
+        "clone_id": clone_id,
+        "clone_version_hash": clone_version_hash,
+        "purpose": purpose,
+        "starting_equity": starting_equity,
+        "rule_set": rule_set_name,
+        "rule_set_version": rule_set_version,
+    }
+    if trading_ends_at is not None:  # absent otherwise: earlier accounts keep their prints
+        terms["trading_ends_at"] = trading_ends_at.isoformat()
+    request = fingerprint(terms)
     rules = rule_set(rule_set_name, rule_set_version)
 
     def make(account_id: UUID) -> PropAccount:
@@ -101,6 +103,7 @@ def open_account_in(
             starting_equity=starting_equity,
             rules=rules,
             request_fingerprint=request,
+            trading_ends_at=trading_ends_at,
         )
 
     return unit.create_once(PropAccount, key, request, make)

@@ -6,17 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ingest.ingestion import Ingestion
+from projections.arena import admission_candidates
 from projections.audit_chain import record_digest
 from projections.audition_queue import auditions_to_evaluate
+from projections.deposits import pending_payments
 from projections.prop_accounts import accounts_to_mark
-from projections.purchases import pending_purchases
+from projections.races import active_races
 from projections.reconciliation import reconcile_and_record
 from runtime.clock import Clock
+from services.arena import ADMISSION_JOB, AdmitFromQueue, admission_policy
 from services.auditions import EVALUATOR_JOB, EvaluateDueAuditions
 from services.bootstrap import Services
 from services.economy import DEPOSIT_JOB, DepositConfirmations
 from services.identity import NONCE_PRUNE_JOB, PruneSignInNonces
 from services.prop_trading import MARK_JOB, MarkToMarket
+from services.races import CALENDAR_JOB, RaceCalendar, race_tickets
 
 Schedule = dict[str, tuple[Callable[[], object], float]]
 """Job name -> (one round of the job, seconds between rounds)."""
@@ -39,6 +43,27 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
             ),
             settings.audition_evaluate_interval,
         ),
+        ADMISSION_JOB: (
+            AdmitFromQueue(
+                services.event_log,
+                lambda: admission_candidates(datastore),
+                admission_policy(settings),
+                clock,
+                services.url,
+            ),
+            settings.arena_admission_interval,
+        ),
+        CALENDAR_JOB: (
+            RaceCalendar(
+                services.event_log,
+                services.prices,
+                lambda: active_races(datastore),
+                lambda race_id: race_tickets(services.projections, race_id),
+                clock,
+                services.url,
+            ),
+            settings.race_calendar_interval,
+        ),
         MARK_JOB: (
             MarkToMarket(
                 services.event_log,
@@ -53,7 +78,7 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
                 services.event_log,
                 services.evm,
                 services.deposit_policy,
-                lambda: pending_purchases(datastore),
+                lambda: pending_payments(datastore),
                 clock,
             ),
             settings.deposit_poll_interval,

@@ -33,6 +33,7 @@ def database_url(postgres_url: str) -> Iterator[str]:
 AUDITOR_TOKEN = "auditor-secret-RETRO-CLOCK"
 ENGINE_TOKEN = "engine-secret-RETRO-CLOCK"
 PROP_READER_TOKEN = "prop-reader-secret-RETRO-CLOCK"
+ARENA_SYNC_TOKEN = "arena-sync-secret-RETRO-CLOCK"
 
 
 @pytest.fixture
@@ -47,6 +48,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
                 name="engine", scopes=["prop:write"], secrets=[ENGINE_TOKEN, "engine-old"]
             ),
             ServiceTokenSpec(name="prop-reader", scopes=["prop:read"], secrets=[PROP_READER_TOKEN]),
+            ServiceTokenSpec(name="arena-sync", scopes=["arena:sync"], secrets=[ARENA_SYNC_TOKEN]),
         ],
     )
 

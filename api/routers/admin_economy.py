@@ -1,17 +1,36 @@
-"""Admins revoke entitlements, with a reason; the admin is the actor."""
+"""Admins revoke entitlements, with a reason (the admin is the actor), and read any ledger
+account's balance: a race's escrow, the treasury's takeout, breakage and minus pool."""
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
+from api.auth import AdminUser
 from api.commands import AdminCommand
+from api.deps import ReadsDep, wait_for
 from api.schemas import Reason, WrittenPublic
+from projections import ledger
 from services import economy
 
 router = APIRouter(prefix="/v1/admin/entitlements", tags=["admin"])
+ledger_router = APIRouter(prefix="/v1/admin/ledger", tags=["admin"])
+
+LedgerAccount = Annotated[
+    str,
+    Path(
+        pattern=r"^[a-z_]+(:[A-Za-z0-9_-]{1,64}){0,2}$",
+        description="e.g. `treasury`, `treasury:takeout`, `race:<id>:escrow`, `user:<id>`",
+    ),
+]
+
+
+class AccountBalancePublic(BaseModel):
+    account: str
+    balance_minor: str
 
 
 class RevocationCreate(BaseModel):
@@ -28,3 +47,17 @@ def revoke(
         admin.event_log, admin.context, entitlement_id, body.reason
     )
     return WrittenPublic(position=written.position)
+
+
+@ledger_router.get(
+    "/accounts/{account}",
+    operation_id="admin_ledger_balance",
+    dependencies=[Depends(wait_for("ledger"))],
+)
+async def balance(
+    account: LedgerAccount, admin: AdminUser, reads: ReadsDep
+) -> AccountBalancePublic:
+    """Any ledger account's balance in minor units (0 for one with no entries)."""
+    return AccountBalancePublic(
+        account=account, balance_minor=str(await ledger.balance_of(reads, account))
+    )

@@ -83,6 +83,9 @@ LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 
 
 def client_address(request: Request) -> str:
+    """What the limits key on: the client as `api.rate_limit.ClientAddressMiddleware`
+    decided it (the peer, or behind a trusted proxy the forwarded client); never a header
+    read here."""
     return request.client.host if request.client else "unknown"
 
 

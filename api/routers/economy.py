@@ -1,4 +1,5 @@
-"""The audition fee: quotes, purchases paid on-chain, entitlements, the user's ledger account."""
+"""The audition fee (quotes, purchases paid on-chain, entitlements), balance deposits paid
+on-chain, and the user's ledger account."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
+from aggregates.deposits import DepositTerms
 from aggregates.ledger import USDC_DECIMALS, user_account
 from aggregates.purchases import InvalidIdempotencyKeyError
 from api.auth import CurrentUser, owned_or_404
@@ -24,7 +26,7 @@ from api.deps import (
     wait_for,
 )
 from api.pagination import PageDep
-from projections import entitlements, ledger, purchases
+from projections import deposits, entitlements, ledger, purchases
 from services import economy
 
 router = APIRouter(tags=["economy"])
@@ -52,6 +54,12 @@ class QuotePublic(BaseModel):
     position: int
 
 
+def _hex_hash(value: str) -> str:
+    if not _TX_HASH.match(value):
+        raise ValueError("a transaction hash is 0x and 64 hex digits")
+    return value.lower()
+
+
 class PurchaseCreate(BaseModel):
     quote_id: UUID
     tx_hash: str = Field(max_length=66)
@@ -59,9 +67,46 @@ class PurchaseCreate(BaseModel):
     @field_validator("tx_hash")
     @classmethod
     def hex_hash(cls, value: str) -> str:
-        if not _TX_HASH.match(value):
-            raise ValueError("a transaction hash is 0x and 64 hex digits")
-        return value.lower()
+        return _hex_hash(value)
+
+
+class DepositCreate(BaseModel):
+    tx_hash: str = Field(max_length=66)
+
+    @field_validator("tx_hash")
+    @classmethod
+    def hex_hash(cls, value: str) -> str:
+        return _hex_hash(value)
+
+
+class DepositAccepted(BaseModel):
+    deposit_id: UUID
+    status: str
+    reason: str | None
+    amount_minor: MinorText | None
+    """What was credited to the balance (verified only)."""
+    amount: str | None
+    position: int
+
+
+class DepositPublic(BaseModel):
+    deposit_id: UUID
+    tx_hash: str
+    status: str
+    reason: str | None
+    confirmations: int
+    incoming_minor: MinorText
+    """While pending: what the transaction carries to the treasury so far (not credited)."""
+    amount_minor: MinorText | None
+    """Once verified: what was credited to the balance."""
+    position: int
+    submitted_at: datetime
+    updated_at: datetime
+
+
+class DepositsPublic(BaseModel):
+    items: list[DepositPublic]
+    next_cursor: str | None
 
 
 class PurchaseAccepted(BaseModel):
@@ -111,6 +156,15 @@ class LedgerAccountPublic(BaseModel):
     account: str
     balance_minor: str
     balance: str
+    posted_minor: str
+    """The sum of the account's posted entries (the same as `balance_minor`)."""
+    posted: str
+    pending_minor: str
+    """Deposits submitted and not yet credited, as far as the chain shows them: not spendable."""
+    pending: str
+    available_minor: str
+    """What may be spent."""
+    available: str
     entries: list[LedgerEntryPublic]
     next_cursor: str | None
 
@@ -173,7 +227,7 @@ def create_purchase(
     )
     state = written.result
     return PurchaseAccepted(
-        purchase_id=state.purchase_id,
+        purchase_id=state.payment_id,
         status=state.status,
         reason=state.reason,
         position=written.position,
@@ -193,6 +247,66 @@ async def get_purchase(
     )
     owned_or_404(row.user_id if row else None, user, f"purchase {purchase_id}")
     return PurchasePublic.model_validate(row, from_attributes=True)
+
+
+@router.post("/v1/economy/deposits", status_code=202, operation_id="economy_deposit")
+def create_deposit(
+    body: DepositCreate,
+    key: Annotated[str, Depends(idempotency_key)],
+    user: UserCommand,
+    services: ServicesDep,
+    settings: SettingsDep,
+) -> DepositAccepted:
+    written = economy.deposit(
+        user.event_log,
+        user.context,
+        services.evm,
+        services.deposit_policy,
+        user_id=user.user_id,
+        key=key,
+        terms=DepositTerms(
+            chain_id=settings.chain_id,
+            payer=user.address,
+            token_contract=settings.usdc_contract,
+            treasury_address=settings.treasury_address,
+        ),
+        tx_hash=body.tx_hash,
+    )
+    state = written.result
+    credited = state.paid_minor if state.status == "verified" else None
+    return DepositAccepted(
+        deposit_id=state.payment_id,
+        status=state.status,
+        reason=state.reason,
+        amount_minor=None if credited is None else str(credited),
+        amount=None if credited is None else as_usdc(credited),
+        position=written.position,
+    )
+
+
+@router.get(
+    "/v1/economy/deposits",
+    operation_id="economy_deposits_list",
+    dependencies=[Depends(wait_for("deposits"))],
+)
+async def list_deposits(user: CurrentUser, reads: ReadsDep, page: PageDep) -> DepositsPublic:
+    rows, next_cursor = page.cut(
+        await deposits.deposits_of_user(reads, user.user_id, page), "position"
+    )
+    return DepositsPublic(items=items_of(DepositPublic, rows), next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/economy/deposits/{deposit_id}",
+    operation_id="economy_deposit_get",
+    dependencies=[Depends(wait_for("deposits"))],
+)
+async def get_deposit(deposit_id: UUID, user: CurrentUser, services: ServicesDep) -> DepositPublic:
+    row = await found(
+        services, "deposits", lambda: deposits.deposit_by_id(services.reads, deposit_id)
+    )
+    owned_or_404(row.user_id if row else None, user, f"deposit {deposit_id}")
+    return DepositPublic.model_validate(row, from_attributes=True)
 
 
 @router.get(
@@ -217,18 +331,24 @@ async def list_entitlements(
 @router.get(
     "/v1/ledger/accounts/me",
     operation_id="ledger_account_me",
-    dependencies=[Depends(wait_for("ledger"))],
+    dependencies=[Depends(wait_for("ledger")), Depends(wait_for("deposits"))],
 )
 async def my_ledger_account(
     user: CurrentUser, reads: ReadsDep, page: PageDep
 ) -> LedgerAccountPublic:
     account = user_account(user.user_id)
-    balance = await ledger.balance_of(reads, account)
+    balance = await ledger.user_balance(reads, user.user_id, account)
     rows, next_cursor = page.cut(await ledger.entries_of_account(reads, account, page), "position")
     return LedgerAccountPublic(
         account=account,
-        balance_minor=str(balance),
-        balance=as_usdc(balance),
+        balance_minor=str(balance.posted_minor),
+        balance=as_usdc(balance.posted_minor),
+        posted_minor=str(balance.posted_minor),
+        posted=as_usdc(balance.posted_minor),
+        pending_minor=str(balance.pending_minor),
+        pending=as_usdc(balance.pending_minor),
+        available_minor=str(balance.available_minor),
+        available=as_usdc(balance.available_minor),
         entries=items_of(LedgerEntryPublic, rows),
         next_cursor=next_cursor,
     )

@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.auth import require_admin_or_scope
-from api.deps import ClockDep, ReadsDep, ServicesDep, health_reader
+from api.deps import ClockDep, ReadsDep, ServicesDep, SettingsDep, health_reader
 from projections import reconciliation, state
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
@@ -46,11 +46,20 @@ class WorkerHealthPublic(BaseModel):
     age_seconds: float
     status: str
     last_error: str | None
+    last_outcome: str | None = Field(
+        description="what the last successful round did, e.g. `admitted 2, skipped 1`"
+    )
 
 
 class ReconciliationPublic(BaseModel):
-    status: str
+    status: str = Field(
+        description="`ok`, `failing` (a check was breached), `stale` (the last completed"
+        " check is older than `stale_after_seconds`: its result, breaches included, is"
+        " shown but no longer current) or `unknown` (none yet)"
+    )
     checked_at: datetime | None
+    age_seconds: float | None = Field(description="how long ago the last check completed")
+    stale_after_seconds: float
     trial_balance_minor: str | None
     breaches: list[dict[str, Any]]
 
@@ -97,6 +106,7 @@ async def workers_health(reads: ReadsDep, clock: ClockDep) -> list[WorkerHealthP
                 age_seconds=max(age, 0.0),
                 status="late" if late else "alive",
                 last_error=row.last_error,
+                last_outcome=row.last_outcome,
             )
         )
     return workers
@@ -108,16 +118,26 @@ async def workers_health(reads: ReadsDep, clock: ClockDep) -> list[WorkerHealthP
     # Breaches name user accounts and balances: auditors and admins only.
     dependencies=[Depends(require_admin_or_scope("audit:read"))],
 )
-async def reconciliation_health(reads: ReadsDep) -> ReconciliationPublic:
-    """The latest ledger reconciliation: `failing` when any check was breached."""
+async def reconciliation_health(reads: ReadsDep, settings: SettingsDep) -> ReconciliationPublic:
+    """The latest ledger reconciliation: `failing` when any check was breached, `stale`
+    when the last completed one is too old to speak for the ledger now."""
+    stale_after = reconciliation.stale_after(settings)
     result = await reconciliation.latest_check(reads)
     if result is None:
         return ReconciliationPublic(
-            status="unknown", checked_at=None, trial_balance_minor=None, breaches=[]
+            status="unknown",
+            checked_at=None,
+            age_seconds=None,
+            stale_after_seconds=stale_after,
+            trial_balance_minor=None,
+            breaches=[],
         )
+    age = result.age_seconds or 0.0
     return ReconciliationPublic(
-        status="ok" if result.ok else "failing",
+        status="stale" if age > stale_after else "ok" if result.ok else "failing",
         checked_at=result.checked_at,
+        age_seconds=age,
+        stale_after_seconds=stale_after,
         trial_balance_minor=str(result.trial_balance_minor),
         breaches=result.breaches,
     )

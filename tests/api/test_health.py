@@ -45,14 +45,18 @@ def test_worker_health_marks_late_heartbeats(
 ) -> None:
     with services.projections.datastore.transaction(commit=True) as cursor:
         cursor.execute(
-            "INSERT INTO worker_heartbeats (job, process, interval_seconds, beat_at) VALUES"
-            " ('fresh', 'host:1', 5, %s), ('stale', 'host:1', 5, %s)",
+            "INSERT INTO worker_heartbeats (job, process, interval_seconds, beat_at, last_outcome)"
+            " VALUES ('fresh', 'host:1', 5, %s, 'admitted 2; 5 seats free'),"
+            " ('stale', 'host:1', 5, %s, NULL)",
             (clock() - timedelta(seconds=4), clock() - timedelta(seconds=60)),
         )
 
     workers = client.get("/v1/health/workers", headers=monitor_headers(client)).json()
 
-    assert {w["job"]: w["status"] for w in workers} == {"fresh": "alive", "stale": "late"}
+    assert {w["job"]: (w["status"], w["last_outcome"]) for w in workers} == {
+        "fresh": ("alive", "admitted 2; 5 seats free"),
+        "stale": ("late", None),
+    }
 
 
 def test_metrics_expose_latency_lag_and_appends(client: TestClient, services: Services) -> None:

@@ -94,10 +94,11 @@ def test_a_failing_job_is_retried_and_its_error_recorded(quick_services: Service
     calls: list[int] = []
     healthy = threading.Event()
 
-    def flaky() -> None:
+    def flaky() -> str:
         calls.append(1)
         if not healthy.is_set():
             raise RuntimeError("the node is down")
+        return "moved 3 marks"
 
     worker = Worker(services, idle_wait=0.1)
     worker.start()
@@ -105,10 +106,17 @@ def test_a_failing_job_is_retried_and_its_error_recorded(quick_services: Service
     try:
         wait_until(lambda: "flaky" in heartbeats(services.url))
         failed = heartbeats(services.url)["flaky"]
-        assert failed["last_error"] == "RuntimeError: the node is down"
+        assert (failed["last_error"], failed["last_outcome"]) == (
+            "RuntimeError: the node is down",
+            None,
+        )
         assert len(calls) >= JOB_ATTEMPTS
         healthy.set()
         wait_until(lambda: heartbeats(services.url)["flaky"]["last_error"] is None)
+        assert heartbeats(services.url)["flaky"]["last_outcome"] == "moved 3 marks"
+        healthy.clear()  # failing again: the last good round's outcome stays
+        wait_until(lambda: heartbeats(services.url)["flaky"]["last_error"] is not None)
+        assert heartbeats(services.url)["flaky"]["last_outcome"] == "moved 3 marks"
     finally:
         worker.stop()
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
 
 from aggregates.base import acting
 from aggregates.ports import Mark
+from aggregates.prop_accounts import PropAccount
 from aggregates.prop_rules import GATES
 from tests.unit.test_prop_accounts import (
     NOON,
@@ -39,7 +41,7 @@ FILLED = outcome("filled", None)
 def test_every_gate_has_its_own_reason_code() -> None:
     codes = [gate.code for gate in GATES]
 
-    assert len(codes) == len(set(codes)) == 14
+    assert len(codes) == len(set(codes)) == 15
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,45 @@ def test_account_frozen(frozen: bool, expected: tuple[str, str | None]) -> None:
     result = act(account, "buy", "1")
 
     assert (result.status, result.reason) == expected
+
+
+def race_account() -> PropAccount:
+    """An account whose trading ends an hour after noon, as a race's does."""
+    with acting(engine_at(NOON)):
+        return PropAccount.open(
+            uuid4(),
+            owner_id=uuid4(),
+            clone_id=uuid4(),
+            clone_version_hash="sha256:RETRO-CLOCK",
+            purpose="race",
+            starting_equity=D("10000"),
+            rules=RULES,
+            request_fingerprint="race-1",
+            trading_ends_at=NOON + timedelta(hours=1),
+        )
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [(-1, FILLED), (0, ("rejected", "trading-ended")), (60, ("rejected", "trading-ended"))],
+)
+def test_trading_ended(offset: int, expected: tuple[str, str | None]) -> None:
+    """A race account fills up to its end time, never at or after it."""
+    result = act(race_account(), "buy", "1", at=NOON + timedelta(hours=1, seconds=offset))
+
+    assert (result.status, result.reason) == expected
+
+
+@pytest.mark.parametrize(("offset", "marked"), [(-1, True), (0, False), (600, False)])
+def test_time_after_the_end_does_not_move_a_race_account(offset: int, marked: bool) -> None:
+    account = race_account()
+    act(account, "buy", "1")
+    at = NOON + timedelta(hours=1, seconds=offset)
+
+    with acting(engine_at(at)):
+        valuation = account.mark_to_market(marks(at, BTC="150"), at)
+
+    assert (valuation is not None) == marked
 
 
 def test_account_closed() -> None:
