@@ -22,7 +22,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from aggregates.base import DomainAggregate, derive_id
-from aggregates.errors import ConflictError, InvalidCommandError, NotFoundError
+from aggregates.errors import ConflictError, NotFoundError
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
@@ -72,10 +72,6 @@ class TooManyPendingPurchasesError(ConflictError):
 
 def pending_roster_id_for(user_id: UUID) -> UUID:
     return derive_id("PendingPurchases", str(user_id))
-
-
-class InvalidIdempotencyKeyError(InvalidCommandError):
-    code = "invalid-idempotency-key"
 
 
 class AuditionQuote(DomainAggregate):

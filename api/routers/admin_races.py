@@ -9,15 +9,14 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from aggregates.base import CommandContext
 from api.commands import AdminCommand
 from api.deps import ServicesDep, SettingsDep
-from api.routers.economy import idempotency_key
 from api.routers.prop import PricesDep
-from api.schemas import Reason, SearchText
+from api.schemas import Reason, RequiredIdempotencyKey, SearchText
 from projections import arena
 from projections.races import racing_clones
 from services import races as racing
@@ -67,7 +66,7 @@ def schedule(
     admin: AdminCommand,
     services: ServicesDep,
     settings: SettingsDep,
-    key: Annotated[str, Depends(idempotency_key)],
+    key: RequiredIdempotencyKey,
 ) -> RaceWrittenPublic:
     """Schedule a race of arena members that are admitted and not in another unfinished
     race (the named ones, or the first `entrants` in admission order). The terms are

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, Principal, bearer, caller_of, require_service
@@ -17,6 +17,7 @@ from api.commands import UserCommand, items_of
 from api.deps import ClockDep, EventLogDep, ServicesDep, command_context, wait_for
 from api.pagination import PageDep
 from api.routers.clones import owned
+from api.schemas import RequiredIdempotencyKey
 from projections import arena, clones
 from projections.paging import Page
 from services import arena as arenas
@@ -25,17 +26,6 @@ from services.arena import RoundResult
 router = APIRouter(tags=["arena"])
 
 SYNC_SCOPE = "arena:sync"
-
-SyncKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="the same key answers the first round again, not another round",
-    ),
-]
 
 
 class MemberPublic(BaseModel):
@@ -189,7 +179,7 @@ SyncService = Annotated[Principal, Depends(require_service(SYNC_SCOPE))]
 
 @router.post("/v1/arena/admissions/sync", operation_id="arena_admissions_sync")
 def sync_admissions(
-    key: SyncKey,
+    key: RequiredIdempotencyKey,
     service: SyncService,
     services: ServicesDep,
     event_log: EventLogDep,

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, owned_or_404
@@ -26,6 +26,7 @@ from api.deps import (
 from api.pagination import PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
+from api.schemas import IdempotencyKey
 from projections import auditions, prop_accounts
 from projections.entitlements import available_entitlements
 from projections.paging import Page
@@ -44,16 +45,6 @@ PAYMENT_REQUIRED: dict[int | str, dict[str, Any]] = {
     }
 }
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="retrying with the same key returns the first result, not another",
-    ),
-]
 
 STATUS_PATTERN = "^(running|passed|failed|voided)$"
 

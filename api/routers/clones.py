@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import BaseModel
 
 from aggregates.clones import CloneDescription, CloneName
@@ -28,6 +28,7 @@ from api.deps import (
     wait_for,
 )
 from api.pagination import PageDep
+from api.schemas import IdempotencyKey
 from projections import clones, public_profiles
 from runtime.settings import Settings
 from services import cloning
@@ -216,14 +217,7 @@ def create_clone(
     body: CloneCreate,
     user: UserCommand,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=128,
-            description="retrying with the same key returns the first clone, not another",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> CloneWrittenPublic:
     written = cloning.create_clone(
         user.event_log,

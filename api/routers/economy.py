@@ -6,16 +6,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from aggregates.deposits import DepositTerms
-from aggregates.ledger import USDC_DECIMALS, user_account
-from aggregates.purchases import InvalidIdempotencyKeyError
+from aggregates.ledger import user_account
 from api.auth import CurrentUser, owned_or_404
 from api.commands import UserCommand, items_of
 from api.deps import (
@@ -26,13 +24,13 @@ from api.deps import (
     wait_for,
 )
 from api.pagination import PageDep
+from api.schemas import RequiredIdempotencyKey, usdc_text
 from projections import deposits, entitlements, ledger, purchases
 from services import economy
 
 router = APIRouter(tags=["economy"])
 
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def _minor_text(value: object) -> object:
@@ -169,18 +167,6 @@ class LedgerAccountPublic(BaseModel):
     next_cursor: str | None
 
 
-def idempotency_key(key: Annotated[str, Header(alias="Idempotency-Key", max_length=255)]) -> str:
-    if not _KEY.match(key):
-        raise InvalidIdempotencyKeyError(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters"
-        )
-    return key
-
-
-def as_usdc(minor: int) -> str:
-    return str(Decimal(minor).scaleb(-USDC_DECIMALS).quantize(Decimal(1).scaleb(-USDC_DECIMALS)))
-
-
 @router.post("/v1/economy/audition-quotes", status_code=201, operation_id="economy_quote")
 def create_quote(user: UserCommand, settings: SettingsDep) -> QuotePublic:
     written = economy.quote_audition(
@@ -198,7 +184,7 @@ def create_quote(user: UserCommand, settings: SettingsDep) -> QuotePublic:
     quote = written.result
     return QuotePublic(
         quote_id=quote.id,
-        amount=as_usdc(quote.amount_minor),
+        amount=usdc_text(quote.amount_minor),
         amount_minor=str(quote.amount_minor),
         token_contract=quote.token_contract,
         chain_id=quote.chain_id,
@@ -211,7 +197,7 @@ def create_quote(user: UserCommand, settings: SettingsDep) -> QuotePublic:
 @router.post("/v1/economy/audition-purchases", status_code=202, operation_id="economy_purchase")
 def create_purchase(
     body: PurchaseCreate,
-    key: Annotated[str, Depends(idempotency_key)],
+    key: RequiredIdempotencyKey,
     user: UserCommand,
     services: ServicesDep,
 ) -> PurchaseAccepted:
@@ -252,7 +238,7 @@ async def get_purchase(
 @router.post("/v1/economy/deposits", status_code=202, operation_id="economy_deposit")
 def create_deposit(
     body: DepositCreate,
-    key: Annotated[str, Depends(idempotency_key)],
+    key: RequiredIdempotencyKey,
     user: UserCommand,
     services: ServicesDep,
     settings: SettingsDep,
@@ -279,7 +265,7 @@ def create_deposit(
         status=state.status,
         reason=state.reason,
         amount_minor=None if credited is None else str(credited),
-        amount=None if credited is None else as_usdc(credited),
+        amount=None if credited is None else usdc_text(credited),
         position=written.position,
     )
 
@@ -342,13 +328,13 @@ async def my_ledger_account(
     return LedgerAccountPublic(
         account=account,
         balance_minor=str(balance.posted_minor),
-        balance=as_usdc(balance.posted_minor),
+        balance=usdc_text(balance.posted_minor),
         posted_minor=str(balance.posted_minor),
-        posted=as_usdc(balance.posted_minor),
+        posted=usdc_text(balance.posted_minor),
         pending_minor=str(balance.pending_minor),
-        pending=as_usdc(balance.pending_minor),
+        pending=usdc_text(balance.pending_minor),
         available_minor=str(balance.available_minor),
-        available=as_usdc(balance.available_minor),
+        available=usdc_text(balance.available_minor),
         entries=items_of(LedgerEntryPublic, rows),
         next_cursor=next_cursor,
     )

@@ -16,7 +16,7 @@ from api.auth import CurrentUser, owned_or_404
 from api.commands import UserCommand, items_of
 from api.deps import ReadsDep, ServicesDep, found, wait_for
 from api.pagination import PageDep
-from api.routers.economy import as_usdc, idempotency_key
+from api.schemas import RequiredIdempotencyKey, usdc_text
 from projections import races
 from projections.paging import Page
 from services import races as racing
@@ -194,7 +194,7 @@ def ticket_public(row: races.UserTicketRow) -> TicketPublic:
         race_id=row.race_id,
         clone_id=row.clone_id,
         amount_minor=str(row.amount_minor),
-        amount=as_usdc(row.amount_minor),
+        amount=usdc_text(row.amount_minor),
         counted=row.counted,
         bought_at=row.bought_at,
         outcome=outcome.status,
@@ -234,7 +234,7 @@ def buy_ticket(
     race_id: UUID,
     body: TicketCreate,
     user: UserCommand,
-    key: Annotated[str, Depends(idempotency_key)],
+    key: RequiredIdempotencyKey,
 ) -> TicketWrittenPublic:
     """Stake on an entrant while sales are open; the stake leaves your available balance
     for the race's escrow. Retrying with the same key returns the first ticket."""
