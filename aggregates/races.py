@@ -2,7 +2,8 @@
 
     scheduled --open--> open --close sales--> closed --start--> running --finish--> finished
     finished --(objection window; admins may amend)--> official --settle--> settled
-    any state before settled --void--> void (every ticket refunded, takeout included)
+    settled --payout posted--> paid;  settled --payout rejected--> official (settle again)
+    any state before paid --void--> void (every ticket refunded, takeout included)
 
 The rule set (sales window, start, duration, pool terms, stake limits, prop rules) is
 pinned when the race is scheduled. `SalesClosed`'s log position defines the pool: a ticket
@@ -44,10 +45,11 @@ class RaceStatus(StrEnum):
     FINISHED = "finished"
     OFFICIAL = "official"
     SETTLED = "settled"
+    PAID = "paid"
     VOID = "void"
 
 
-TERMINAL = (RaceStatus.SETTLED, RaceStatus.VOID)
+TERMINAL = (RaceStatus.PAID, RaceStatus.VOID)
 
 
 def race_escrow(race_id: UUID) -> str:
@@ -215,6 +217,7 @@ def require_reason(reason: str, what: str) -> str:
 
 class Race(DomainAggregate):
     snapshot_interval: ClassVar[int | None] = 50
+    settlements: int = 0
 
     class Scheduled(DomainAggregate.Created):
         name: str
@@ -254,6 +257,12 @@ class Race(DomainAggregate):
         summary: dict[str, Any]
         reason: str
 
+    class SettlementRejected(DomainAggregate.Event):
+        reason: str
+
+    class Paid(DomainAggregate.Event):
+        reason: str
+
     class Voided(DomainAggregate.Event):
         from_status: str
         reason: str
@@ -281,6 +290,8 @@ class Race(DomainAggregate):
         """The race's versions at `SalesOpened` and `SalesClosed`: where their log
         positions are found (the pool is what lies between them)."""
         self.summary: dict[str, Any] | None = None
+        self.settlements = 0
+        """How many times the race was settled (a rejected payout sends it back)."""
         self.finished_version: int | None = None
         """Where the result was first recorded: settlement reads the tickets once their
         read model has got this far (every ticket, even one bought as sales closed, is
@@ -411,18 +422,27 @@ class Race(DomainAggregate):
         self._made_official(reason=require_reason(reason, "making a result official"))
 
     def check_settleable(self) -> None:
-        if self.status == RaceStatus.SETTLED:
-            raise RaceAlreadySettledError("the race is settled already")
+        if self.status in (RaceStatus.SETTLED, RaceStatus.PAID):
+            raise RaceAlreadySettledError(f"the race is {self.status} already")
         self._expect(RaceStatus.OFFICIAL, "settle")
 
     def settle(self, summary: dict[str, Any], reason: str) -> None:
         self.check_settleable()
         self._settled(summary=summary, reason=require_reason(reason, "settling a race"))
 
+    def reject_settlement(self, reason: str) -> None:
+        """Its payout was rejected: the race is official again, to settle again or void."""
+        self._expect(RaceStatus.SETTLED, "reject the settlement of")
+        self._settlement_rejected(reason=require_reason(reason, "rejecting a settlement"))
+
+    def mark_paid(self, reason: str) -> None:
+        self._expect(RaceStatus.SETTLED, "pay")
+        self._paid(reason=reason)
+
     def void(self, reason: str) -> None:
         require_reason(reason, "voiding a race")
-        if self.status == RaceStatus.SETTLED:
-            raise RaceAlreadySettledError("a settled race cannot be voided")
+        if self.status == RaceStatus.PAID:
+            raise RaceAlreadySettledError("a paid race cannot be voided")
         if self.status == RaceStatus.VOID:
             raise RaceStateError("the race is void already")
         self._voided(from_status=self.status, reason=reason)
@@ -472,6 +492,15 @@ class Race(DomainAggregate):
     def _settled(self, summary: dict[str, Any], reason: str) -> None:
         self.status = RaceStatus.SETTLED.value
         self.summary = summary
+        self.settlements += 1
+
+    @event(SettlementRejected)
+    def _settlement_rejected(self, reason: str) -> None:
+        self.status = RaceStatus.OFFICIAL.value
+
+    @event(Paid)
+    def _paid(self, reason: str) -> None:
+        self.status = RaceStatus.PAID.value
 
     @event(Voided)
     def _voided(self, from_status: str, reason: str) -> None:

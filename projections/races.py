@@ -190,6 +190,8 @@ class Races(ReadModel[RacesView]):
         Race.ResultAmended,
         Race.MadeOfficial,
         Race.Settled,
+        Race.SettlementRejected,
+        Race.Paid,
         Race.Voided,
         Ticket.Bought,
     )
@@ -249,6 +251,14 @@ class Races(ReadModel[RacesView]):
         )
 
     @process_event.register
+    def _(self, event: Race.SettlementRejected, tracking: Tracking) -> None:
+        self.view.transition(event, RaceStatus.OFFICIAL.value, tracking.notification_id)
+
+    @process_event.register
+    def _(self, event: Race.Paid, tracking: Tracking) -> None:
+        self.view.transition(event, RaceStatus.PAID.value, tracking.notification_id)
+
+    @process_event.register
     def _(self, event: Race.Voided, tracking: Tracking) -> None:
         self.view.transition(event, RaceStatus.VOID.value, tracking.notification_id)
 
@@ -284,20 +294,20 @@ def tickets_of_race(datastore: PostgresDatastore, race_id: UUID) -> list[TicketR
 
 
 def active_races(datastore: PostgresDatastore) -> list[UUID]:
-    """Races not yet settled or void, oldest first: the calendar's round."""
+    """Races not yet paid or void, oldest first: the calendar's round."""
     with datastore.transaction() as cursor:
         cursor.execute(
-            "SELECT race_id FROM races WHERE status NOT IN ('settled', 'void') ORDER BY position"
+            "SELECT race_id FROM races WHERE status NOT IN ('paid', 'void') ORDER BY position"
         )
         return [row["race_id"] for row in cursor.fetchall()]
 
 
 def racing_clones(datastore: PostgresDatastore) -> set[UUID]:
-    """Clones entered in a race not yet settled or void: not picked for another."""
+    """Clones entered in a race still to be settled: not picked for another."""
     with datastore.transaction() as cursor:
         cursor.execute(
             "SELECT e.clone_id FROM race_entrants e JOIN races r USING (race_id)"
-            " WHERE r.status NOT IN ('settled', 'void')"
+            " WHERE r.status NOT IN ('settled', 'paid', 'void')"
         )
         return {row["clone_id"] for row in cursor.fetchall()}
 
@@ -401,7 +411,8 @@ _USER_TICKETS = (
 @dataclass(frozen=True)
 class TicketOutcome:
     status: str
-    """pending (not settled yet), won, lost, or refunded."""
+    """pending (not settled yet), won (paid once the payout is authorized), lost, or
+    refunded."""
     returned_minor: int
     """What the ticket pays back: a payout, a refund, or nothing."""
 
@@ -412,7 +423,7 @@ def outcome_of(ticket: UserTicketRow) -> TicketOutcome:
     its entrant's published price)."""
     if ticket.race_status == RaceStatus.VOID:
         return TicketOutcome("refunded", ticket.amount_minor)
-    if ticket.race_status != RaceStatus.SETTLED or ticket.summary is None:
+    if ticket.race_status not in (RaceStatus.SETTLED, RaceStatus.PAID) or ticket.summary is None:
         return TicketOutcome("pending", 0)
     prices = {UUID(str(p["clone_id"])): p["price_minor"] for p in ticket.summary["prices"]}
     scratched = {UUID(clone_id) for clone_id in ticket.scratched or {}}

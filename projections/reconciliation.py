@@ -2,10 +2,13 @@
 
 The trial balance is zero, every balance equals the sum of its entries, every verified
 purchase has exactly one entitlement, and every race conserves its money: its escrow is
-never negative and is empty once the race is settled or void, its settlement balances
-(gross + subsidy = takeout + payouts + breakage) over every ticket, and its pools are its
-counted tickets. The result is kept in `reconciliation_checks`,
-shown at `/v1/health/reconciliation` and as a `/metrics` gauge.
+never negative, holds only its pending payouts once settled and nothing once paid or void,
+its settlement balances (gross + subsidy = takeout + payouts + breakage) over every
+ticket, and its pools are its counted tickets. Every posted payout was approved before it
+by enough admins other than its maker, for its table, within their TTL; every pending
+transfer makes its entries once, when posted; no user's available balance is negative.
+The result is kept in `reconciliation_checks`, shown at `/v1/health/reconciliation` and
+as a `/metrics` gauge.
 
 The read models move on their own, so the check never waits for them to stand at one
 position (under steady traffic they seldom do). All of it reads one REPEATABLE READ
@@ -21,6 +24,7 @@ Health never passes an old answer off as current: a last completed check older t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,10 +55,23 @@ _GRANTS_NOT_ONE = """
 # Races. A settled or void race's escrow is empty once the ledger has read that far (the
 # transfers and the race's last event commit together); a settlement conserves every
 # micro-USDC and includes every ticket; the live pools are the counted tickets.
+# Settled (payout awaiting authorization): everything left is held by pending transfers,
+# so posted + incoming - reserved = 0. Paid or void: nothing left at all.
 _RACE_ESCROWS_NOT_EMPTY = """
-    SELECT r.race_id, r.status, b.balance_minor
-    FROM races r JOIN ledger_balances b ON b.account = 'race:' || r.race_id || ':escrow'
-    WHERE r.status IN ('settled', 'void') AND r.status_position <= %s AND b.balance_minor <> 0
+    SELECT r.race_id, r.status, e.posted, e.reserved, e.incoming FROM races r
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT balance_minor FROM ledger_balances WHERE account = a), 0)
+                   AS posted,
+               (SELECT coalesce(sum(amount_minor), 0) FROM ledger_pending
+                 WHERE debit_account = a AND status = 'pending') AS reserved,
+               (SELECT coalesce(sum(amount_minor), 0) FROM ledger_pending
+                 WHERE credit_account = a AND status = 'pending') AS incoming
+        FROM (SELECT 'race:' || r.race_id || ':escrow' AS a) account
+    ) e
+    WHERE r.status_position <= %s AND (
+        (r.status = 'settled' AND e.posted + e.incoming - e.reserved <> 0)
+        OR (r.status IN ('paid', 'void') AND (e.posted <> 0 OR e.reserved <> 0 OR e.incoming <> 0))
+    )
 """
 _RACE_ESCROWS_NEGATIVE = """
     SELECT account, balance_minor FROM ledger_balances
@@ -65,7 +82,7 @@ _SETTLEMENTS_NOT_CONSERVED = """
     FROM races r LEFT JOIN (
         SELECT race_id, sum(amount_minor) AS staked FROM race_tickets GROUP BY race_id
     ) t USING (race_id)
-    WHERE r.status = 'settled' AND (
+    WHERE r.status IN ('settled', 'paid') AND (
         (r.summary->>'gross_minor')::numeric + (r.summary->>'subsidy_minor')::numeric
           <> (r.summary->>'takeout_minor')::numeric + (r.summary->>'paid_minor')::numeric
              + (r.summary->>'breakage_minor')::numeric
@@ -83,10 +100,44 @@ _POOLS_NOT_TICKETS = """
     ) t USING (race_id)
     WHERE e.pooled <> coalesce(t.counted, 0)
 """
+# Payouts and two-phase transfers. A posted payout had its approvals before it (lower log
+# positions), from admins other than its maker, bound to its table, within their TTL; a
+# pending transfer makes its two entries once, when posted, and none otherwise; no user's
+# available balance (posted less reserved) is negative.
+_PAYOUTS_NOT_AUTHORIZED = """
+    SELECT p.payout_id, p.required_approvals, count(DISTINCT a.approver) AS valid
+    FROM payouts p
+    LEFT JOIN LATERAL jsonb_to_recordset(p.approvals)
+        AS a(approver text, digest text, approved_at timestamptz, position bigint)
+      ON a.approver <> p.maker AND a.digest = p.table_digest
+         AND a.position < p.resolved_position
+         AND p.resolved_at < a.approved_at + make_interval(secs => p.approval_ttl_seconds)
+         AND EXISTS (
+             SELECT 1 FROM users u WHERE 'user:' || u.user_id = a.approver
+             AND ('admin' = ANY(u.roles) OR lower(u.address) = ANY(%s))
+         )
+    WHERE p.status = 'posted'
+    GROUP BY p.payout_id, p.required_approvals
+    HAVING count(DISTINCT a.approver) < p.required_approvals
+"""
+_PENDING_ENTRIES_WRONG = """
+    SELECT p.transfer_id, p.status, count(e.account) AS entries
+    FROM ledger_pending p LEFT JOIN ledger_entries e ON e.transfer_id = p.transfer_id
+    GROUP BY p.transfer_id, p.status
+    HAVING count(e.account) <> CASE WHEN p.status = 'posted' THEN 2 ELSE 0 END
+"""
+_NEGATIVE_AVAILABLE = """
+    SELECT b.account, b.balance_minor, r.reserved
+    FROM ledger_balances b JOIN (
+        SELECT debit_account AS account, sum(amount_minor) AS reserved FROM ledger_pending
+        WHERE status = 'pending' GROUP BY debit_account
+    ) r USING (account)
+    WHERE b.account LIKE 'user:%%' AND b.balance_minor - r.reserved < 0
+"""
 _NEGATIVE_USERS = "SELECT account, balance_minor FROM ledger_balances WHERE account LIKE 'user:%%' AND balance_minor < 0"
 
 
-READ_MODELS = ("ledger", "purchases", "entitlements", "races")
+READ_MODELS = ("ledger", "purchases", "entitlements", "races", "payouts", "users")
 
 
 @dataclass(frozen=True)
@@ -104,7 +155,9 @@ class Reconciliation:
         return self.trial_balance_minor == 0 and not self.breaches
 
 
-def reconcile(datastore: PostgresDatastore) -> Reconciliation:
+def reconcile(datastore: PostgresDatastore, admins: Collection[str] = ()) -> Reconciliation:
+    """Every check, on one snapshot; `admins`: the addresses configured as admins (whose
+    approvals count as an admin's, like those of users granted the role)."""
     with datastore.transaction() as cursor:
         # One snapshot for all the checks, so they see the same state.
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -126,6 +179,7 @@ def reconcile(datastore: PostgresDatastore) -> Reconciliation:
         breaches += _race_breaches(
             cursor, min(positions.get("ledger", 0), positions.get("races", 0))
         )
+        breaches += _payout_breaches(cursor, [a.lower() for a in admins])
         cursor.execute(_GRANTS_NOT_ONE)
         breaches += [
             {"check": "one-grant-per-verified-purchase", **_plain(row)}
@@ -143,6 +197,18 @@ def _race_breaches(cursor: Any, common: int) -> list[dict[str, Any]]:
         ("race-escrow-not-negative", _RACE_ESCROWS_NEGATIVE, ()),
         ("race-settlement-conserved", _SETTLEMENTS_NOT_CONSERVED, ()),
         ("race-pool-equals-counted-tickets", _POOLS_NOT_TICKETS, ()),
+    ):
+        cursor.execute(query, params)
+        found += [{"check": check, **_plain(row)} for row in cursor.fetchall()]
+    return found
+
+
+def _payout_breaches(cursor: Any, admins: list[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for check, query, params in (
+        ("payout-authorized-before-posting", _PAYOUTS_NOT_AUTHORIZED, (admins,)),
+        ("pending-transfer-resolved-once", _PENDING_ENTRIES_WRONG, ()),
+        ("user-available-not-negative", _NEGATIVE_AVAILABLE, ()),
     ):
         cursor.execute(query, params)
         found += [{"check": check, **_plain(row)} for row in cursor.fetchall()]
@@ -187,9 +253,11 @@ def record(datastore: PostgresDatastore, result: Reconciliation) -> None:
         )
 
 
-def reconcile_and_record(datastore: PostgresDatastore) -> Reconciliation:
+def reconcile_and_record(
+    datastore: PostgresDatastore, admins: Collection[str] = ()
+) -> Reconciliation:
     """Check and keep the result: judged at one common position, a check never skips."""
-    result = reconcile(datastore)
+    result = reconcile(datastore, admins)
     record(datastore, result)
     return result
 

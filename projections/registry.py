@@ -14,6 +14,7 @@ from projections.deposits import Deposits
 from projections.entitlements import Entitlements
 from projections.ledger import LedgerEntries
 from projections.moderation_queue import ModerationQueue
+from projections.payouts import Payouts
 from projections.prop_accounts import PropAccounts
 from projections.prop_equity import PropEquity
 from projections.prop_fills import PropFills
@@ -41,4 +42,5 @@ PROJECTIONS: list[type[ReadModel[Any]]] = [
     AuditionQueue,
     ArenaReadModel,
     Races,
+    Payouts,
 ]

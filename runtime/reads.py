@@ -4,7 +4,7 @@ fields (`columns(Row)`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -63,12 +63,16 @@ class Reads:
         ):
             yield cursor
 
-    async def one(self, row_type: type[R], query: Query, params: Sequence[Any]) -> R | None:
+    async def one(
+        self, row_type: type[R], query: Query, params: Sequence[Any] | Mapping[str, Any]
+    ) -> R | None:
         async with self.cursor(row_type) as cursor:
             await cursor.execute(_sql(query), params)
             return await cursor.fetchone()
 
-    async def all(self, row_type: type[R], query: Query, params: Sequence[Any]) -> list[R]:
+    async def all(
+        self, row_type: type[R], query: Query, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[R]:
         async with self.cursor(row_type) as cursor:
             await cursor.execute(_sql(query), params)
             return await cursor.fetchall()

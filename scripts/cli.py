@@ -385,7 +385,9 @@ def ledger_check(ctx: typer.Context) -> None:
     """Reconcile the ledger: trial balance zero, balances equal entries, one grant per
     verified purchase. Records the result; exits 1 on any breach."""
     with opened(ctx) as services:
-        result = reconcile_and_record(services.projections.datastore)
+        result = reconcile_and_record(
+            services.projections.datastore, services.settings.admin_addresses
+        )
     for breach in result.breaches:
         write(dumps(breach))
     if not result.ok:

@@ -120,6 +120,10 @@ class EventLog(Application[UUID]):
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
 
+    def read(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate as stored now, outside any command (nothing is saved)."""
+        return UnitOfWork(self).find(cls, aggregate_id)
+
     def execute(self, context: CommandContext, decide: Callable[[UnitOfWork], T]) -> Written[T]:
         """Run one command: decide on fresh state, save all, retry if another writer won."""
         retrying = Retrying(

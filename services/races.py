@@ -25,7 +25,8 @@ from aggregates.base import CommandContext, fingerprint
 from aggregates.clones import Clone
 from aggregates.errors import ConflictError, DomainError
 from aggregates.ledger import user_account
-from aggregates.parimutuel import RaceOutcome, Settlement, Stake, settle
+from aggregates.parimutuel import Payout, RaceOutcome, Refund, Settlement, Stake, settle
+from aggregates.payouts import RacePayout, payout_id_for
 from aggregates.ports import PriceSource
 from aggregates.prop_accounts import CLOSED, PropAccount
 from aggregates.prop_rules import rule_set
@@ -46,7 +47,7 @@ from runtime.clock import Clock
 from runtime.leases import lease
 from services.eventlog import EventLog, UnitOfWork, Written
 from services.jobs import job_context
-from services.ledger import post_transfer
+from services.ledger import post_transfer, reserve_transfer, void_pending
 from services.prop_trading import open_account_in
 
 if TYPE_CHECKING:
@@ -344,24 +345,74 @@ def _stakes(race: Race, tickets: RaceTickets, sales: tuple[int, int] | None) -> 
     ]
 
 
-def _pay_out(unit: UnitOfWork, race: Race, settlement: Settlement) -> None:
-    """Every micro-USDC out of (and a subsidy into) the escrow, summed per user."""
-    escrow, cause = race_escrow(race.id), f"race:{race.id}"
+@dataclass(frozen=True)
+class PayoutPolicy:
+    """The settings a payout request pins: two approvers from this total, and how long an
+    approval stands."""
+
+    dual_approval_minor: int
+    approval_ttl: timedelta
+
+
+def payout_policy(settings: Settings) -> PayoutPolicy:
+    return PayoutPolicy(
+        settings.payout_dual_approval_minor, timedelta(seconds=settings.payout_approval_ttl)
+    )
+
+
+def _per_user(rows: Sequence[Refund] | Sequence[Payout]) -> dict[UUID, int]:
+    owed: dict[UUID, int] = defaultdict(int)
+    for row in rows:
+        owed[row.user_id] += row.amount_minor
+    return owed
+
+
+def _refund(unit: UnitOfWork, race: Race, kind: str, owed: dict[UUID, int]) -> None:
+    escrow = race_escrow(race.id)
+    for user_id, amount in sorted(owed.items(), key=lambda item: str(item[0])):
+        if amount > 0:
+            post_transfer(
+                unit, f"race:{race.id}:{kind}:{user_id}", escrow, user_account(user_id), amount
+            )
+
+
+def _hold_payout(
+    unit: UnitOfWork, race: Race, settlement: Settlement, maker: str, policy: PayoutPolicy
+) -> RacePayout:
+    """Refunds post at once; the payouts, takeout and breakage (and a minus pool's
+    subsidy in) are held in pending transfers until the payout is authorized."""
+    _refund(unit, race, "refund", _per_user(settlement.refunds))
+    number = race.settlements + 1
+    escrow, cause = race_escrow(race.id), f"race:{race.id}:s{number}"
+    held: list[UUID] = []
     if settlement.subsidy_minor:
-        post_transfer(unit, f"{cause}:subsidy", MINUS_POOL, escrow, settlement.subsidy_minor)
-    owed: dict[tuple[str, UUID], int] = defaultdict(int)
-    for refund in settlement.refunds:
-        owed["refund", refund.user_id] += refund.amount_minor
-    for payout in settlement.payouts:
-        owed["payout", payout.user_id] += payout.amount_minor
-    for (kind, user_id), amount in sorted(owed.items(), key=lambda item: str(item[0])):
-        post_transfer(unit, f"{cause}:{kind}:{user_id}", escrow, user_account(user_id), amount)
+        held.append(
+            reserve_transfer(unit, f"{cause}:subsidy", MINUS_POOL, escrow, settlement.subsidy_minor)
+        )
+    for user_id, amount in sorted(_per_user(settlement.payouts).items(), key=lambda i: str(i[0])):
+        held.append(
+            reserve_transfer(
+                unit, f"{cause}:payout:{user_id}", escrow, user_account(user_id), amount
+            )
+        )
     for account, amount in (
         (TAKEOUT, settlement.takeout_minor),
         (BREAKAGE, settlement.breakage_minor),
     ):
         if amount:
-            post_transfer(unit, f"{cause}:{account}", escrow, account, amount)
+            held.append(reserve_transfer(unit, f"{cause}:{account}", escrow, account, amount))
+    return unit.add(
+        RacePayout.request(
+            race_id=race.id,
+            settlement=number,
+            maker=maker,
+            table_digest=settlement.payout_table_digest(),
+            total_minor=settlement.paid_minor,
+            transfers=held,
+            dual_approval_minor=policy.dual_approval_minor,
+            approval_ttl=policy.approval_ttl,
+        )
+    )
 
 
 def summary_of(settlement: Settlement) -> dict[str, Any]:
@@ -385,6 +436,11 @@ def summary_of(settlement: Settlement) -> dict[str, Any]:
     }
 
 
+def _settlement_of(race: Race, stakes: list[Stake]) -> Settlement:
+    outcome = RaceOutcome(winners=winners_of(race.result), scratched=race.scratched_ids)
+    return settle(race.rule_set.pool, stakes, outcome)
+
+
 def _check_projected(event_log: EventLog, race: Race, tickets: RaceTickets) -> None:
     """The tickets' read model has read past the race's result (or, for a race voided
     before finishing, its latest event): no ticket of the race is missing from it."""
@@ -401,25 +457,21 @@ def settle_race(
     context: CommandContext,
     race_id: UUID,
     tickets: Callable[[], RaceTickets],
+    policy: PayoutPolicy,
     reason: str,
 ) -> Written[RaceState]:
-    """Settle an official race once: pay the winners at their broken-down prices, refund
-    scratched and uncounted tickets, take the takeout and breakage; settling twice is a
-    409. The conservation check runs before anything is written."""
+    """Settle an official race: refund scratched and uncounted tickets at once, and hold
+    the winners' payouts, the takeout and the breakage in pending transfers under a payout
+    awaiting authorization (the settler is its maker). Settling twice is a 409; the
+    conservation check runs before anything is written."""
 
     def settle_it(unit: UnitOfWork, race: Race) -> None:
         race.check_settleable()
         recorded = tickets()
         _check_projected(event_log, race, recorded)
-        outcome = RaceOutcome(winners=winners_of(race.result), scratched=race.scratched_ids)
-        settlement = settle(
-            race.rule_set.pool,
-            _stakes(race, recorded, sales_window(event_log, race)),
-            outcome,
-        )
-        settlement.check_conservation()
-        _pay_out(unit, race, settlement)
-        race.settle(summary_of(settlement), reason)
+        settlement = _settlement_of(race, _stakes(race, recorded, sales_window(event_log, race)))
+        payout = _hold_payout(unit, race, settlement, context.actor, policy)
+        race.settle({**summary_of(settlement), "payout_id": payout.id}, reason)
 
     return _on_race(event_log, context, race_id, settle_it)
 
@@ -432,26 +484,47 @@ def void_race(
     tickets: Callable[[], RaceTickets],
     reason: str,
 ) -> Written[RaceState]:
-    """No race: every ticket back, takeout included; running accounts are closed."""
+    """No race: every ticket back, takeout included (any state before paid). Running
+    accounts are closed; a payout awaiting authorization is rejected and its pending
+    transfers voided; what an earlier settlement refunded is not refunded twice."""
     now = context.occurred_at
 
     def void(unit: UnitOfWork, race: Race) -> None:
-        race.void(reason)
-        if race.accounts:
-            for account_id in race.accounts.values():
-                account = unit.get(PropAccount, account_id)
-                if account.status != CLOSED:
-                    marks = {a: prices.mark_at(a, now) for a in account.positions}
-                    account.close(f"race void: {reason}", marks, now)
         recorded = tickets()
         _check_projected(event_log, race, recorded)
-        settlement = settle(
-            race.rule_set.pool, _stakes(race, recorded, None), RaceOutcome(void=True)
-        )
-        settlement.check_conservation()
-        _pay_out(unit, race, settlement)
+        stakes = _stakes(race, recorded, sales_window(event_log, race))
+        if race.status == RaceStatus.SETTLED:
+            reject_payout_in(unit, race, f"race void: {reason}")
+        refunded = _per_user(_settlement_of(race, stakes).refunds) if race.settlements else {}
+        race.void(reason)
+        for account_id in race.accounts.values():
+            account = unit.get(PropAccount, account_id)
+            if account.status != CLOSED:
+                marks = {a: prices.mark_at(a, now) for a in account.positions}
+                account.close(f"race void: {reason}", marks, now)
+        voided = settle(race.rule_set.pool, stakes, RaceOutcome(void=True))
+        owed = _per_user(voided.refunds)
+        _refund(unit, race, "void", {u: owed[u] - refunded.get(u, 0) for u in owed})
 
     return _on_race(event_log, context, race_id, void)
+
+
+def settlement_of(event_log: EventLog, race_id: UUID, tickets: RaceTickets) -> Settlement:
+    """The race's settlement recomputed from its tickets and result: the payout table an
+    approver reviews, whose digest the payout was requested with."""
+    race = event_log.read(Race, race_id)
+    if race is None:
+        raise RaceNotFoundError(f"race {race_id} not found")
+    return _settlement_of(race, _stakes(race, tickets, sales_window(event_log, race)))
+
+
+def reject_payout_in(unit: UnitOfWork, race: Race, reason: str) -> RacePayout:
+    """Reject the race's payout awaiting authorization and void its pending transfers."""
+    payout = unit.get(RacePayout, payout_id_for(race.id, race.settlements))
+    payout.reject(reason)
+    for transfer in payout.transfers:
+        void_pending(unit, transfer, reason)
+    return payout
 
 
 def sales_window(event_log: EventLog, race: Race) -> tuple[int, int] | None:
@@ -530,7 +603,8 @@ def step_due(race: Race, now: datetime) -> bool:
         return now >= due_at[status]
     if status is RaceStatus.FINISHED:
         return race.official_due(now)
-    return status is RaceStatus.OFFICIAL
+    # Settled once and its payout rejected: admins decide (settle again, or void).
+    return status is RaceStatus.OFFICIAL and race.settlements == 0
 
 
 @dataclass(frozen=True)
@@ -543,6 +617,7 @@ class RaceCalendar:
     prices: PriceSource
     active: Callable[[], list[UUID]]
     tickets: Callable[[UUID], RaceTickets]
+    payouts: PayoutPolicy
     clock: Clock
     url: str
 
@@ -556,8 +631,8 @@ class RaceCalendar:
     def advance(self, race_id: UUID, now: datetime) -> int:
         taken = 0
         while True:
-            race: Race | object = self.event_log.repository.get(race_id)
-            if not isinstance(race, Race) or race.status in TERMINAL or not step_due(race, now):
+            race = self.event_log.read(Race, race_id)
+            if race is None or race.status in TERMINAL or not step_due(race, now):
                 return taken
             step = STEPS[RaceStatus(race.status)]
             context = job_context(CALENDAR_JOB, lambda: now, f"{race_id}:{step}")
@@ -582,4 +657,4 @@ class RaceCalendar:
         elif step == "make official":
             make_official(log_, context, race_id, "objection window passed")
         else:
-            settle_race(log_, context, race_id, lambda: self.tickets(race_id), reason)
+            settle_race(log_, context, race_id, lambda: self.tickets(race_id), self.payouts, reason)

@@ -20,7 +20,7 @@ from services.bootstrap import Services
 from services.economy import DEPOSIT_JOB, DepositConfirmations
 from services.identity import NONCE_PRUNE_JOB, PruneSignInNonces
 from services.prop_trading import MARK_JOB, MarkToMarket
-from services.races import CALENDAR_JOB, RaceCalendar, race_tickets
+from services.races import CALENDAR_JOB, RaceCalendar, payout_policy, race_tickets
 
 Schedule = dict[str, tuple[Callable[[], object], float]]
 """Job name -> (one round of the job, seconds between rounds)."""
@@ -59,6 +59,7 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
                 services.prices,
                 lambda: active_races(datastore),
                 lambda race_id: race_tickets(services.projections, race_id),
+                payout_policy(settings),
                 clock,
                 services.url,
             ),
@@ -85,7 +86,7 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
         ),
         NONCE_PRUNE_JOB: (PruneSignInNonces(services.event_log, clock), settings.nonce_ttl),
         "ledger_reconciliation": (
-            lambda: reconcile_and_record(datastore),
+            lambda: reconcile_and_record(datastore, settings.admin_addresses),
             settings.reconciliation_interval,
         ),
     }

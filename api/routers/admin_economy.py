@@ -7,7 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.auth import AdminUser
 from api.commands import AdminCommand
@@ -30,7 +30,10 @@ LedgerAccount = Annotated[
 
 class AccountBalancePublic(BaseModel):
     account: str
-    balance_minor: str
+    balance_minor: str = Field(description="posted: the sum of the account's entries")
+    reserved_minor: str = Field(description="held by pending transfers out of it")
+    incoming_minor: str = Field(description="pending transfers into it")
+    available_minor: str = Field(description="posted less reserved")
 
 
 class RevocationCreate(BaseModel):
@@ -57,7 +60,12 @@ def revoke(
 async def balance(
     account: LedgerAccount, admin: AdminUser, reads: ReadsDep
 ) -> AccountBalancePublic:
-    """Any ledger account's balance in minor units (0 for one with no entries)."""
+    """Any ledger account's balances in minor units (0 for one with no entries)."""
+    balance = await ledger.balance_of(reads, account)
     return AccountBalancePublic(
-        account=account, balance_minor=str(await ledger.balance_of(reads, account))
+        account=account,
+        balance_minor=str(balance.posted_minor),
+        reserved_minor=str(balance.reserved_minor),
+        incoming_minor=str(balance.incoming_minor),
+        available_minor=str(balance.available_minor),
     )

@@ -138,13 +138,15 @@ def amend(race_id: UUID, body: AmendCreate, admin: AdminCommand) -> RaceWrittenP
 def settle(
     race_id: UUID, body: ReasonCreate, admin: AdminCommand, services: ServicesDep
 ) -> RaceWrittenPublic:
-    """Settle an official race once (again: 409 `race-already-settled`)."""
+    """Settle an official race: refunds post, the payouts wait for authorization (you are
+    their maker). Again while settled or paid: 409 `race-already-settled`."""
     return written_race(
         racing.settle_race(
             admin.event_log,
             admin.context,
             race_id,
             lambda: racing.race_tickets(services.projections, race_id),
+            racing.payout_policy(services.settings),
             body.reason,
         )
     )

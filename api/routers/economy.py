@@ -158,10 +158,14 @@ class LedgerAccountPublic(BaseModel):
     """The sum of the account's posted entries (the same as `balance_minor`)."""
     posted: str
     pending_minor: str
-    """Deposits submitted and not yet credited, as far as the chain shows them: not spendable."""
+    """On its way in, not spendable: deposits not yet credited (as far as the chain shows
+    them) and pending transfers in (a payout awaiting authorization)."""
     pending: str
+    reserved_minor: str
+    """Held by pending transfers out (a withdrawal on its way): posted, not spendable."""
+    reserved: str
     available_minor: str
-    """What may be spent."""
+    """What may be spent: posted less reserved."""
     available: str
     entries: list[LedgerEntryPublic]
     next_cursor: str | None
@@ -333,6 +337,8 @@ async def my_ledger_account(
         posted=usdc_text(balance.posted_minor),
         pending_minor=str(balance.pending_minor),
         pending=usdc_text(balance.pending_minor),
+        reserved_minor=str(balance.reserved_minor),
+        reserved=usdc_text(balance.reserved_minor),
         available_minor=str(balance.available_minor),
         available=usdc_text(balance.available_minor),
         entries=items_of(LedgerEntryPublic, rows),

@@ -83,6 +83,7 @@ class SettlementPublic(BaseModel):
     refunded_minor: str
     prices: list[dict[str, str]]
     payout_table_sha256: str
+    payout_id: UUID = Field(description="the payout awaiting (or given) authorization")
 
 
 class RacePublic(RaceSummaryPublic):
@@ -184,6 +185,7 @@ def settlement_public(summary: dict[str, Any]) -> SettlementPublic:
         },
         prices=[{key: str(value) for key, value in price.items()} for price in summary["prices"]],
         payout_table_sha256=summary["payout_table_sha256"],
+        payout_id=summary["payout_id"],
     )
 
 

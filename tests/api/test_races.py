@@ -24,7 +24,7 @@ from tests.support.http import assert_problem
 from tests.support.jobs import run_job
 from tests.support.owner import assert_owner_only
 from tests.support.projections import catch_up
-from tests.support.races import USDC, balance, buy, fund, members, schedule
+from tests.support.races import USDC, authorize, balance, buy, fund, members, schedule
 from tests.support.wallets import SignedIn, sign_in
 
 HOUR = timedelta(hours=1)
@@ -135,7 +135,7 @@ def test_a_whole_race_settles_to_the_micro_usdc(
     clock.advance(minutes=10)
     assert calendar(services, clock) == 2
     settled = race_of(client, race_id)
-    assert settled["status"] == "settled"
+    assert settled["status"] == "settled"  # the payout awaits authorization
     settlement = settled["settlement"]
     assert (settlement["gross_minor"], settlement["takeout_minor"], settlement["net_minor"]) == (
         str(125 * USDC),
@@ -154,6 +154,26 @@ def test_a_whole_race_settles_to_the_micro_usdc(
     assert settlement["prices"] == [
         {"clone_id": a, "pool_minor": str(30 * USDC), "price_minor": "3540000"}
     ]
+
+    # Until an admin authorizes the payout, the winners' money is on its way, not theirs.
+    assert balance(client, admin, f"user:{s1.user_id}") == 90 * USDC
+    assert (
+        reconcile_and_record(
+            services.projections.datastore, services.settings.admin_addresses
+        ).breaches
+        == []
+    )
+    payout = authorize(client, services, race_id, [admin])
+    assert (payout["maker"], payout["total_minor"], payout["required_approvals"]) == (
+        "worker:race_calendar",
+        "106200000",
+        1,
+    )
+    assert {(line["user_id"], line["amount_minor"]) for line in payout["table"]} == {
+        (s1.user_id, "35400000"),
+        (s2.user_id, "70800000"),
+    }
+    assert race_of(client, race_id)["status"] == "paid"
 
     # Every balance agrees: winners paid at the price, the rest kept, escrow empty.
     expected = [
@@ -174,7 +194,12 @@ def test_a_whole_race_settles_to_the_micro_usdc(
     assert [(t["outcome"], t["returned_minor"]) for t in lost] == [("lost", "0")]
 
     # The reconciliation monitors agree: escrow empty, the settlement conserved.
-    assert reconcile_and_record(services.projections.datastore).breaches == []
+    assert (
+        reconcile_and_record(
+            services.projections.datastore, services.settings.admin_addresses
+        ).breaches
+        == []
+    )
 
     # Settling again is a conflict.
     twice = client.post(
@@ -437,6 +462,7 @@ def test_an_amended_result_disqualifies_before_it_is_official(
     )
     assert_problem(late, 409, "race-state")
     # B alone won with 6 of a 10 pool: (8.5 net - 6) / 6 -> 1.41 per 1 USDC, paid 8.46.
+    authorize(client, services, race_id, [admin])
     assert balance(client, admin, f"user:{fan.user_id}") == 10 * USDC - 10 * USDC + 8_460_000
 
 
@@ -494,10 +520,17 @@ def test_reconciliation_catches_a_race_that_does_not_add_up(
     clock.advance(minutes=11)
     calendar(services, clock)
     assert race_of(client, race_id)["status"] == "settled"
-    assert reconcile_and_record(services.projections.datastore).breaches == []
+    assert (
+        reconcile_and_record(
+            services.projections.datastore, services.settings.admin_addresses
+        ).breaches
+        == []
+    )
 
     with psycopg.connect(services.url, autocommit=True) as conn:
         conn.execute(tampering)
 
-    breaches = reconcile_and_record(services.projections.datastore).breaches
+    breaches = reconcile_and_record(
+        services.projections.datastore, services.settings.admin_addresses
+    ).breaches
     assert check in [b["check"] for b in breaches]

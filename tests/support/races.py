@@ -15,8 +15,9 @@ from services.eventlog import UnitOfWork
 from services.ledger import post_transfer
 from tests.support.arena import queued_clones, sync
 from tests.support.auditions import context_at
+from tests.support.clones import configure
 from tests.support.projections import catch_up
-from tests.support.wallets import SignedIn
+from tests.support.wallets import SignedIn, new_wallet, sign_in
 
 USDC = 1_000_000
 
@@ -79,3 +80,36 @@ def balance(client: TestClient, admin: SignedIn, account: str) -> int:
     response = client.get(f"/v1/admin/ledger/accounts/{account}", headers=admin.headers)
     assert response.status_code == 200, response.text
     return int(response.json()["balance_minor"])
+
+
+def admins(client: TestClient, services: Services, count: int) -> list[SignedIn]:
+    """`count` signed-in admins (their addresses configured as admins)."""
+    wallets = [new_wallet() for _ in range(count)]
+    configure(client, admin_addresses=[w.address for w in wallets])
+    return [sign_in(client, wallet) for wallet in wallets]
+
+
+def payout_of(client: TestClient, admin: SignedIn, race_id: str) -> dict[str, Any]:
+    """The race's payout as an approver reads it (table, digest, approvals)."""
+    payout_id = client.get(f"/v1/races/{race_id}").json()["settlement"]["payout_id"]
+    response = client.get(f"/v1/admin/payouts/{payout_id}", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    payout: dict[str, Any] = response.json()
+    return payout
+
+
+def authorize(
+    client: TestClient, services: Services, race_id: str, approvers: list[SignedIn]
+) -> dict[str, Any]:
+    """Each approver approves the table they read, then the last one posts it."""
+    payout = payout_of(client, approvers[0], race_id)
+    path = f"/v1/admin/payouts/{payout['payout_id']}"
+    for approver in approvers:
+        approved = client.post(
+            f"{path}/approve", json={"digest": payout["table_digest"]}, headers=approver.headers
+        )
+        assert approved.status_code == 200, approved.text
+    posted = client.post(f"{path}/post", json={"reason": "paid"}, headers=approvers[-1].headers)
+    assert posted.status_code == 200, posted.text
+    catch_up(services)
+    return payout

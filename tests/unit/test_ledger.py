@@ -1,4 +1,5 @@
-"""The user account's guard and the ids every transfer and account is found by."""
+"""The user account's guard, two-phase transfers, and the ids every transfer and account
+is found by."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from aggregates.base import CommandContext, acting, derive_id
 from aggregates.ledger import (
     InsufficientFundsError,
+    PendingTransfer,
     Transfer,
+    TransferAlreadyResolvedError,
     UserAccount,
     transfer_id,
     user_account,
@@ -73,7 +76,7 @@ def test_a_debit_beyond_the_balance_is_refused_and_changes_nothing() -> None:
     with acting(CONTEXT), pytest.raises(InsufficientFundsError) as refused:
         account.debit(uuid4(), 8)
 
-    assert str(refused.value) == "balance 7 is less than 8 (minor units)"
+    assert str(refused.value) == "available 7 is less than 8 (minor units)"
     assert account.balance_minor == 7 and account.collect_events() == []
 
 
@@ -99,3 +102,72 @@ def test_a_transfer_records_both_sides_and_the_amount() -> None:
 
     assert (transfer.cause, transfer.debit_account, transfer.credit_account) == ("c", "a", "b")
     assert transfer.amount_minor == 5
+
+
+def test_a_reservation_holds_money_out_of_what_is_available_not_what_is_posted() -> None:
+    account = account_with(10)
+    held = uuid4()
+
+    with acting(CONTEXT):
+        account.reserve(held, 6)
+        with pytest.raises(InsufficientFundsError):
+            account.debit(uuid4(), 5)  # 4 is available
+        with pytest.raises(InsufficientFundsError):
+            account.reserve(uuid4(), 5)
+        account.debit(uuid4(), 4)
+
+    assert (account.balance_minor, account.reserved_minor, account.available_minor) == (6, 6, 0)
+
+
+def test_a_reservation_posts_in_full_or_is_released() -> None:
+    account = account_with(10)
+    posted, released = uuid4(), uuid4()
+
+    with acting(CONTEXT):
+        account.reserve(posted, 3)
+        account.reserve(released, 5)
+        account.post_reservation(posted, 3)
+        account.release(released, 5)
+
+    assert (account.balance_minor, account.reserved_minor, account.available_minor) == (7, 0, 7)
+
+
+def pending(expires_at: datetime | None = None) -> PendingTransfer:
+    with acting(CONTEXT):
+        return PendingTransfer(
+            id=uuid4(),
+            cause="payout:1",
+            debit_account="race:1:escrow",
+            credit_account=f"user:{USER}",
+            amount_minor=9,
+            expires_at=expires_at,
+        )
+
+
+@pytest.mark.parametrize("first", ["post", "void"])
+@pytest.mark.parametrize("second", ["post", "void"])
+def test_a_pending_transfer_resolves_exactly_once(first: str, second: str) -> None:
+    transfer = pending()
+
+    with acting(CONTEXT):
+        transfer.post() if first == "post" else transfer.void("rejected")
+        with pytest.raises(TransferAlreadyResolvedError):
+            transfer.post() if second == "post" else transfer.void("again")
+
+    assert transfer.status == ("posted" if first == "post" else "voided")
+    assert [type(e).__name__ for e in transfer.collect_events()] == [
+        "Reserved",
+        "Posted" if first == "post" else "Voided",
+    ]
+
+
+def test_a_pending_transfer_expires_only_by_the_time_a_command_gives_it() -> None:
+    deadline = datetime(2026, 11, 26, tzinfo=UTC)
+    transfer = pending(expires_at=deadline)
+
+    assert not transfer.expired(datetime(2026, 11, 25, 23, 59, tzinfo=UTC))
+    assert transfer.expired(deadline)
+    assert not pending().expired(deadline)
+    with acting(CONTEXT):
+        transfer.post()
+    assert not transfer.expired(deadline)  # resolved: nothing left to expire
