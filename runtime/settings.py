@@ -202,6 +202,11 @@ class Settings(BaseSettings):
     race_max_stake_minor: int = Field(default=10_000_000_000, ge=10_000)
     race_calendar_interval: float = Field(default=30.0, gt=0)
 
+    # Payouts: from this total (micro-USDC) two distinct admins must approve, else one; an
+    # approval stands this many seconds (then it lapses: it never moves money by itself).
+    payout_dual_approval_minor: int = Field(default=1_000_000_000, ge=0)
+    payout_approval_ttl: int = Field(default=24 * 3600, gt=0)
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def split_proxies(cls, value: object) -> object:
