@@ -178,5 +178,54 @@ def run_clients(
     return Throughput(sum(counts), seconds)
 
 
+def run_burst(
+    clients: int,
+    per_client: int,
+    make_operation: Callable[[int], tuple[Callable[[int], None], Callable[[], None]]],
+) -> Throughput:
+    """A burst: `clients` threads released together, each doing its operation `per_client`
+    times; timed from the release to the last one done (so the slowest client counts).
+
+    `make_operation(i)` returns (operation, close) for client i, built before the release;
+    the operation is called with the number of the call (0 to per_client - 1)."""
+    errors: list[BaseException] = []
+    finished = [0.0] * clients
+    timing: dict[str, float] = {}
+
+    def release() -> None:  # runs once, when every client is ready
+        timing["start"] = time.perf_counter()
+
+    barrier = threading.Barrier(clients, action=release)
+
+    def client(index: int) -> None:
+        try:
+            operation, close = make_operation(index)
+        except BaseException as error:
+            errors.append(error)
+            barrier.abort()
+            return
+        try:
+            barrier.wait()
+            for number in range(per_client):
+                operation(number)
+            finished[index] = time.perf_counter()
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as error:
+            errors.append(error)
+            barrier.abort()
+        finally:
+            close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return Throughput(clients * per_client, max(finished) - timing["start"])
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000

@@ -1,4 +1,4 @@
-"""`make bench`: appends, rebuild, load and HTTP figures against their targets, as a table.
+"""`make bench`: appends, rebuild, load, HTTP and ticket figures against their targets, as a table.
 
 Starts an embedded PostgreSQL in a temporary directory (or uses PUMPPARTY_DATABASE_URL),
 gives each benchmark a fresh database, prints the table and writes it into
@@ -31,6 +31,7 @@ from benchmarks.over_http import Compared, HttpPlan, HttpResult, percentile_ms, 
 from benchmarks.prop_load import prop_load_figures
 from benchmarks.rebuild import PROJECTION, RebuildResult, run_rebuild
 from benchmarks.report import markdown, print_table, write_results
+from benchmarks.tickets import QUICK_TICKETS, TicketPlan, ticket_figures
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PRODUCT = "product"
@@ -41,7 +42,7 @@ COMMAND_TARGETS = {1: 0.3, 32: 0.5}  # HTTP commands, x raw INSERT+COMMIT (1 wri
 READ_TARGET = 0.5  # HTTP reads, x the bare route
 READ_P99_MS = 20.0  # at 4 connections
 LAG_P99_MS = 250.0
-SECTIONS = ("a", "b", "c", "d", "e")
+SECTIONS = ("a", "b", "c", "d", "e", "f")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Plan:
     rebuild_batch: int = 2000
     histories: tuple[int, int] = (10, 10_000)
     http: HttpPlan = field(default_factory=HttpPlan)
+    tickets: TicketPlan = field(default_factory=TicketPlan)
 
 
 QUICK = Plan(
@@ -64,6 +66,7 @@ QUICK = Plan(
     events=10_000,
     histories=(10, 1000),
     http=HttpPlan(seconds=0.5, warmup=0.2, rounds=1, users=8, clones_per_user=2),
+    tickets=QUICK_TICKETS,
 )
 
 TEMPLATE = """# Benchmark results
@@ -114,10 +117,15 @@ def main() -> None:
         if "e" in only:
             with _section(console, "(e) http"):
                 figures += http_figures(url, plan.http)
+        if "f" in only:
+            with _section(console, "(f) tickets"), fresh_services(url, "tickets") as s:
+                figures += ticket_figures(s, plan.tickets)
     elapsed = time.perf_counter() - started
     heading = _heading(plan, where, server_version, load_before, elapsed)
     print_table(console, figures, title="Pump Party ledger benchmarks")
     for line in heading[1:]:
+        if line.startswith("- (") and line[3] not in only:
+            continue  # the notes of sections not run
         console.print(line.removeprefix("- "), style="dim")
     if not args.no_write and not args.quick and not args.only:
         write_results(RESULTS, markdown(figures, heading), TEMPLATE)
@@ -389,6 +397,17 @@ def _heading(
         f" after {plan.http.warmup:g} s warm-up, alternating baseline and product; latencies"
         " over all rounds. Lag: response to every projection past the command's position,"
         " sampled every 2 ms, during the 32-connection command rounds.",
+        f"- (f) {plan.tickets.tickets:,} ticket purchases (`services.races.buy_ticket`, in"
+        f" process) on one open race from {plan.tickets.clients} client threads released"
+        " together, each client its own pre-funded user, against the same number of"
+        " single-event commands on disjoint aggregates by the same clients (load+increment,"
+        " one aggregate per command: judged; create: shown), and against the same purchases"
+        f" spread over {plan.tickets.clients} races (a race per client: is the one race a hot"
+        " spot?); rate = commands over release to last done;"
+        f" {plan.tickets.rounds} rounds rotating the order, new buyers and races each round,"
+        " medians. Then every race is checked in the `races` and `ledger` read models."
+        f" Settlement: `aggregates.parimutuel.settle` over {plan.tickets.settle_tickets:,}"
+        f" synthetic stakes, `time.process_time`, median of {plan.tickets.settle_rounds}.",
     ]
 
 
