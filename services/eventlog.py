@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError, Transcoder
 from tenacity import (
     RetryError,
@@ -55,9 +55,8 @@ class UnitOfWork:
         another kind of aggregate is answered the same way: it says nothing about it)."""
         aggregate = self._aggregates.get(aggregate_id)
         if aggregate is None:
-            try:
-                aggregate = self._event_log.repository.get(aggregate_id)
-            except AggregateNotFoundError:
+            aggregate = self._event_log.stored(cls, aggregate_id)
+            if aggregate is None:
                 return None
         if not isinstance(aggregate, cls):
             return None
@@ -119,6 +118,18 @@ class EventLog(Application[UUID]):
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
+
+    def stored(self, cls: type[DomainAggregate], aggregate_id: UUID) -> DomainAggregate | None:
+        """The aggregate with this id as stored, of whatever class. A class that never
+        snapshots is replayed from its events alone: one query, not a snapshot lookup
+        first (most such loads are of ids a command is about to create)."""
+        if cls.snapshot_interval:
+            try:
+                return self.repository.get(aggregate_id)  # type: ignore[no-any-return]
+            except AggregateNotFoundError:
+                return None
+        events = self.events.get(originator_id=aggregate_id)
+        return project_aggregate(None, events)  # type: ignore[no-any-return]
 
     def read(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as stored now, outside any command (nothing is saved)."""
