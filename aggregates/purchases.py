@@ -9,6 +9,11 @@ too: a `TxClaim` per transaction hash, taken in the transaction that verifies a 
 twice, whether for a purchase or a deposit; a `PendingPurchases` roster per user, saved
 with every submit and settlement, caps how many payments a user may keep waiting for the
 chain.
+
+The same `assess` verifies money going the other way: a withdrawal's transaction, out of
+the treasury to the user's wallet for exactly the amount (`TransferTerms`, which say who
+sends, who receives and whether the amount must be exact), and the same `TxClaim` keeps
+one transaction from settling a withdrawal and anything else.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Reason(StrEnum):
     WRONG_RECIPIENT = "wrong-recipient"
     WRONG_SENDER = "wrong-sender"
     AMOUNT_TOO_LOW = "amount-too-low"
+    AMOUNT_TOO_HIGH = "amount-too-high"
     TX_BEFORE_QUOTE = "tx-before-quote"
     QUOTE_EXPIRED = "quote-expired"
     TX_ALREADY_CLAIMED = "tx-already-claimed"
@@ -113,7 +119,7 @@ class AuditionQuote(DomainAggregate):
 
 class TxClaim(DomainAggregate):
     """Which payment a transaction pays for: taken by the first payment (an audition
-    purchase or a balance deposit: `purchase_id` names either) the chain verifies it for,
+    purchase, a balance deposit or a withdrawal: `purchase_id` names any) the chain verifies it for,
     in that settlement's transaction. A payment that is only pending holds nothing, so
     whoever submits a tx first cannot keep it from its real payer. (Claims taken at submit
     before this rule are let go when their purchase is rejected.)"""
@@ -273,9 +279,42 @@ class PaymentTerms(Protocol):
     def expires_at(self) -> datetime | None: ...
 
 
+@dataclass(frozen=True)
+class TransferTerms:
+    """What a transaction must carry, in either direction: on this chain, in this token,
+    from `sender` to `recipient`, adding up to at least `amount_minor` (`exact`: to exactly
+    that), and (when given) mined no earlier than `issued_at` and no later than
+    `expires_at`. A payment in (`PaymentTerms`: payer to treasury, at least the amount) is
+    read as one (`of`); a withdrawal's are the treasury to the user's wallet, exact."""
+
+    chain_id: int
+    token_contract: str
+    sender: str
+    recipient: str
+    amount_minor: int
+    exact: bool = False
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @classmethod
+    def of(cls, terms: PaymentTerms | TransferTerms) -> TransferTerms:
+        """These terms as sender, recipient and amount (a payment in: payer to treasury)."""
+        if isinstance(terms, TransferTerms):
+            return terms
+        return cls(
+            chain_id=terms.chain_id,
+            token_contract=terms.token_contract,
+            sender=terms.payer,
+            recipient=terms.treasury_address,
+            amount_minor=terms.amount_minor,
+            issued_at=terms.issued_at,
+            expires_at=terms.expires_at,
+        )
+
+
 def assess(
     observation: DepositObservation | None,
-    terms: PaymentTerms,
+    terms: PaymentTerms | TransferTerms,
     *,
     min_confirmations: int,
     now: datetime,
@@ -284,11 +323,13 @@ def assess(
 ) -> Assessment:
     """Decided only on final data: nothing is verified or rejected until the receipt's
     block is still canonical and has enough confirmations; until then it stays pending,
-    and what never becomes final is rejected after the timeout."""
+    and what never becomes final is rejected after the timeout. The one verifier of
+    every transfer on chain: a purchase, a deposit (paid in), a withdrawal (paid out)."""
+    expected = TransferTerms.of(terms)
     timed_out = now - pending_since > pending_timeout
     if observation is None:
         return Assessment(PurchaseStatus.PENDING, Reason.RPC_UNAVAILABLE)
-    if observation.chain_id != terms.chain_id:
+    if observation.chain_id != expected.chain_id:
         return Assessment(PurchaseStatus.PENDING, Reason.RPC_WRONG_CHAIN)
     if observation.receipt_status is None or observation.block_number is None:
         return _uncertain(
@@ -303,25 +344,28 @@ def assess(
         )
     if observation.receipt_status != 1:
         return Assessment(PurchaseStatus.REJECTED, Reason.TX_FAILED, confirmations)
-    rejection, paid = _match_transfer(observation.transfers, terms)
+    rejection, paid = _match_transfer(observation.transfers, expected)
     if rejection is not None:
         return Assessment(PurchaseStatus.REJECTED, rejection, confirmations)
     # Block times are whole seconds: a transfer in the second the quote was made counts.
-    if terms.issued_at is not None and observation.block_time < terms.issued_at.replace(
+    if expected.issued_at is not None and observation.block_time < expected.issued_at.replace(
         microsecond=0
     ):
         return Assessment(PurchaseStatus.REJECTED, Reason.TX_BEFORE_QUOTE, confirmations)
-    if terms.expires_at is not None and observation.block_time > terms.expires_at:
+    if expected.expires_at is not None and observation.block_time > expected.expires_at:
         return Assessment(PurchaseStatus.REJECTED, Reason.QUOTE_EXPIRED, confirmations)
     return Assessment(PurchaseStatus.VERIFIED, None, confirmations, paid)
 
 
-def incoming(observation: DepositObservation | None, terms: PaymentTerms) -> int | None:
+def incoming(
+    observation: DepositObservation | None, terms: PaymentTerms | TransferTerms
+) -> int | None:
     """What the transaction carries from the payer to the treasury as the node shows it
     now, final or not: what a pending payment shows as on its way. Only `assess` decides
     what is credited; this is for display. 0 while nothing qualifying is mined in a
     canonical block; None when the node said nothing usable (keep what was seen before)."""
-    if observation is None or observation.chain_id != terms.chain_id:
+    expected = TransferTerms.of(terms)
+    if observation is None or observation.chain_id != expected.chain_id:
         return None
     if (
         observation.receipt_status != 1
@@ -329,7 +373,7 @@ def incoming(observation: DepositObservation | None, terms: PaymentTerms) -> int
         or observation.canonical_block_hash != observation.block_hash
     ):
         return 0
-    _, paying = _paying(observation.transfers, terms)
+    _, paying = _paying(observation.transfers, expected)
     return _summed(paying).value_minor if paying else 0
 
 
@@ -339,20 +383,21 @@ def _uncertain(reason: Reason, timed_out: bool) -> Assessment:
 
 
 def _paying(
-    transfers: list[TransferLog], terms: PaymentTerms
+    transfers: list[TransferLog], terms: TransferTerms
 ) -> tuple[Reason | None, list[TransferLog]]:
-    """The transaction's USDC transfers from the payer to the treasury, or the most telling
-    reason why there are none."""
+    """The transaction's transfers of the token from the sender to the recipient (the
+    payer to the treasury, or the treasury to a withdrawing user's wallet), or the most
+    telling reason why there are none."""
     usdc = [t for t in transfers if t.token.lower() == terms.token_contract.lower()]
     if not usdc:
         return Reason.WRONG_TOKEN, []
-    to_treasury = [t for t in usdc if t.recipient.lower() == terms.treasury_address.lower()]
-    if not to_treasury:
+    to_recipient = [t for t in usdc if t.recipient.lower() == terms.recipient.lower()]
+    if not to_recipient:
         return Reason.WRONG_RECIPIENT, []
-    from_payer = [t for t in to_treasury if t.sender.lower() == terms.payer.lower()]
-    if not from_payer:
+    from_sender = [t for t in to_recipient if t.sender.lower() == terms.sender.lower()]
+    if not from_sender:
         return Reason.WRONG_SENDER, []
-    return None, from_payer
+    return None, from_sender
 
 
 def _summed(paying: list[TransferLog]) -> Payment:
@@ -365,16 +410,19 @@ def _summed(paying: list[TransferLog]) -> Payment:
 
 
 def _match_transfer(
-    transfers: list[TransferLog], terms: PaymentTerms
+    transfers: list[TransferLog], terms: TransferTerms
 ) -> tuple[Reason | None, Payment | None]:
-    """Every USDC transfer from the payer to the treasury in the transaction, summed (each
-    log once, by its index), or the most telling reason why none pays the terms."""
+    """Every transfer of the token from the sender to the recipient in the transaction,
+    summed (each log once, by its index), or the most telling reason why none pays the
+    terms: too little, or (when the amount must be exact) too much."""
     rejection, paying = _paying(transfers, terms)
     if rejection is not None:
         return rejection, None
     paid = _summed(paying)
     if paid.value_minor < terms.amount_minor:
         return Reason.AMOUNT_TOO_LOW, None
+    if terms.exact and paid.value_minor != terms.amount_minor:
+        return Reason.AMOUNT_TOO_HIGH, None
     return None, paid
 
 

@@ -5,7 +5,13 @@ once), revoke an entitlement.
 Purchases and deposits are both chain payments and take one path: submit (once per key,
 refused when the tx already paid, capped per user by one roster), confirm (the node asked
 outside any transaction), settle (`assess` against the payment's terms, the tx claimed
-in the transaction that verifies it, then what each kind credits)."""
+in the transaction that verifies it, then what each kind credits).
+
+Withdrawals are chain transfers too, the other way (out of the treasury): once custody
+reports the transaction, the same `confirm` asks the node, the same `assess` judges it
+(on the withdrawal's terms: the treasury to the user's wallet, exactly the amount), the
+same `TxClaim` is taken when it verifies, and the same `deposit_confirmations` job
+re-checks what is still pending (`settle_withdrawal`)."""
 
 from __future__ import annotations
 
@@ -51,10 +57,11 @@ from aggregates.purchases import (
     incoming,
     pending_roster_id_for,
 )
+from aggregates.withdrawals import Withdrawal, WithdrawalStatus
 from runtime.clock import Clock
 from services.eventlog import EventLog, UnitOfWork, Written
 from services.jobs import job_context
-from services.ledger import post_transfer
+from services.ledger import post_pending, post_transfer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,17 @@ class PaymentState:
     @classmethod
     def of(cls, payment: PaymentAggregate) -> PaymentState:
         return cls(payment.id, payment.status, payment.reason, payment.tx_hash, payment.paid_minor)
+
+    @classmethod
+    def of_withdrawal(cls, withdrawal: Withdrawal) -> PaymentState:
+        """Where a withdrawal's reported transaction stands (pending before any report)."""
+        return cls(
+            withdrawal.id,
+            PurchaseStatus(withdrawal.tx_status or PurchaseStatus.PENDING),
+            withdrawal.reason,
+            withdrawal.tx_hash or "",
+            withdrawal.paid_minor,
+        )
 
 
 def quote_audition(
@@ -225,9 +243,7 @@ def enter_pending(
     roster of payments waiting for the chain, or is refused (`refusal`) beyond the cap."""
     if not payment.pending_events:
         return
-    claim = unit.find(TxClaim, claim_id_for(chain_id, payment.tx_hash))
-    if claim is not None and claim.purchase_id not in (None, payment.id):
-        raise TxAlreadyClaimedError("this transaction already paid for another purchase or deposit")
+    check_unclaimed(unit, chain_id, payment.id, payment.tx_hash)
     pending_roster(unit, payment.user_id).enter(payment.id, max_pending, refusal)
 
 
@@ -280,7 +296,7 @@ def settle(
             pending_timeout=policy.pending_timeout,
         )
         if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(
-            unit, terms.chain_id, payment
+            unit, terms.chain_id, payment.id, payment.tx_hash
         ):
             assessment = Assessment(
                 PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
@@ -312,20 +328,76 @@ def terms_of(unit: UnitOfWork, payment: PaymentAggregate) -> PaymentTerms:
     return payment.terms
 
 
-def claim_tx(unit: UnitOfWork, chain_id: int, payment: PaymentAggregate) -> bool:
-    """Take the transaction's claim for this verified payment, in its settlement; False
-    when another purchase or deposit took it first. Two payments verifying one tx at once
-    both write the claim (a creation, or a `Reclaimed` at the same version), so the store
-    lets one through and the other's retry finds the claim taken."""
-    claim_id = claim_id_for(chain_id, payment.tx_hash)
+def claim_tx(unit: UnitOfWork, chain_id: int, payment_id: UUID, tx_hash: str) -> bool:
+    """Take the transaction's claim for this verified payment (a purchase, a deposit or a
+    withdrawal), in its settlement; False when another one took it first. Two payments
+    verifying one tx at once both write the claim (a creation, or a `Reclaimed` at the same
+    version), so the store lets one through and the other's retry finds the claim taken."""
+    claim_id = claim_id_for(chain_id, tx_hash)
     claim = unit.find(TxClaim, claim_id)
     if claim is None:
-        unit.add(TxClaim(id=claim_id, tx_hash=payment.tx_hash, purchase_id=payment.id))
+        unit.add(TxClaim(id=claim_id, tx_hash=tx_hash, purchase_id=payment_id))
         return True
-    if claim.purchase_id not in (None, payment.id):
+    if claim.purchase_id not in (None, payment_id):
         return False
-    claim.claim_for(payment.id)
+    claim.claim_for(payment_id)
     return True
+
+
+def check_unclaimed(unit: UnitOfWork, chain_id: int, payment_id: UUID, tx_hash: str) -> None:
+    """Refuse at once a transaction that already settled another payment (409)."""
+    claim = unit.find(TxClaim, claim_id_for(chain_id, tx_hash))
+    if claim is not None and claim.purchase_id not in (None, payment_id):
+        raise TxAlreadyClaimedError(
+            "this transaction already settled another purchase, deposit or withdrawal"
+        )
+
+
+def settle_withdrawal(
+    event_log: EventLog,
+    context: CommandContext,
+    *,
+    payment_id: UUID,
+    observation: DepositObservation | None,
+    policy: DepositPolicy,
+) -> Written[PaymentState]:
+    """Apply what the chain says to a withdrawal's reported transaction, judged by
+    `assess` on the withdrawal's terms. Verified: the transaction is claimed and the
+    pending transfer posts (the user's posted balance drops, `treasury:outgoing` grows) in
+    the transaction that records it. Rejected: the withdrawal is authorized again, for a
+    new lease. Pending: recorded when something changed."""
+
+    def decide(unit: UnitOfWork) -> PaymentState:
+        withdrawal = unit.get(Withdrawal, payment_id)
+        if not withdrawal.verifying or withdrawal.tx_hash is None:
+            return PaymentState.of_withdrawal(withdrawal)
+        terms = withdrawal.terms
+        assert withdrawal.reported_at is not None
+        assessment = assess(
+            observation,
+            terms,
+            min_confirmations=policy.min_confirmations,
+            now=context.occurred_at,
+            pending_since=withdrawal.reported_at,
+            pending_timeout=policy.pending_timeout,
+        )
+        if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(
+            unit, terms.chain_id, withdrawal.id, withdrawal.tx_hash
+        ):
+            assessment = Assessment(
+                PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
+            )
+        withdrawal.record(
+            assessment,
+            observation.block_number if observation else None,
+            observation.block_hash if observation else None,
+        )
+        if withdrawal.status == WithdrawalStatus.POSTED:
+            # After the withdrawal's own event, so its `Verified` precedes the posting.
+            post_pending(unit, withdrawal.transfer_id)
+        return PaymentState.of_withdrawal(withdrawal)
+
+    return event_log.execute(context, decide)
 
 
 def credit(unit: UnitOfWork, payment: PaymentAggregate) -> None:
@@ -381,13 +453,14 @@ def confirm(
     policy: DepositPolicy,
     payment_id: UUID,
 ) -> Written[PaymentState]:
-    tx_hash: str = event_log.repository.get(payment_id).tx_hash
-    return settle(
-        event_log,
-        context,
-        payment_id=payment_id,
-        observation=node.observe_deposit(tx_hash),
-        policy=policy,
+    """Ask the node about a payment's transaction (a purchase's, a deposit's, or the one
+    reported for a withdrawal), then settle it with the answer."""
+    chain_transfer: PaymentAggregate | Withdrawal = event_log.repository.get(payment_id)
+    tx_hash: str | None = chain_transfer.tx_hash
+    observation = node.observe_deposit(tx_hash) if tx_hash else None
+    settling = settle_withdrawal if isinstance(chain_transfer, Withdrawal) else settle
+    return settling(
+        event_log, context, payment_id=payment_id, observation=observation, policy=policy
     )
 
 
@@ -454,8 +527,8 @@ def confirm_if_pending(
 
 @dataclass(frozen=True)
 class DepositConfirmations:
-    """The poller job: re-check every pending purchase and deposit; a round answers how
-    many settled."""
+    """The poller job: re-check every pending purchase and deposit, and every withdrawal
+    whose reported transaction is being verified; a round answers how many settled."""
 
     event_log: EventLog
     node: DepositObserver
