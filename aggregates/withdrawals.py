@@ -33,8 +33,9 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from aggregates.base import DomainAggregate
-from aggregates.errors import ConflictError, NotPermittedError
+from aggregates.errors import ConflictError
 from aggregates.ledger import pending_transfer_id
+from aggregates.payouts import MakerCannotApproveError
 from aggregates.purchases import Assessment, PurchaseStatus, TransferTerms
 
 TREASURY_OUTGOING = "treasury:outgoing"
@@ -62,10 +63,6 @@ def transfer_cause(withdrawal_id: UUID) -> str:
 def withdrawal_transfer_id(withdrawal_id: UUID) -> UUID:
     """The pending transfer that holds a withdrawal's amount."""
     return pending_transfer_id(transfer_cause(withdrawal_id))
-
-
-class WithdrawalMakerCannotApproveError(NotPermittedError):
-    code = "maker-cannot-approve"
 
 
 class WithdrawalNotAwaitingApprovalError(ConflictError):
@@ -228,7 +225,7 @@ class Withdrawal(DomainAggregate):
         """An admin other than the maker authorizes it."""
         self.check_awaiting_approval()
         if approver == self.maker:
-            raise WithdrawalMakerCannotApproveError("the maker of a withdrawal cannot approve it")
+            raise MakerCannotApproveError("the maker of a withdrawal cannot approve it")
         self._approved(approver=approver, reason=reason)
 
     def reject(self, reason: str) -> None:

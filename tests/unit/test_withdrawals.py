@@ -9,11 +9,11 @@ from uuid import uuid4
 import pytest
 
 from aggregates.base import CommandContext, acting
+from aggregates.payouts import MakerCannotApproveError
 from aggregates.purchases import DepositObservation, PurchaseStatus, Reason, TransferLog, assess
 from aggregates.withdrawals import (
     StaleFencingTokenError,
     Withdrawal,
-    WithdrawalMakerCannotApproveError,
     WithdrawalNotLeasableError,
     WithdrawalNotLeasedError,
 )
@@ -86,7 +86,7 @@ def test_below_the_threshold_it_is_authorized_at_once_and_from_it_it_awaits_appr
 def test_the_maker_cannot_approve_but_another_admin_can() -> None:
     withdrawal = requested(60_000_000)
 
-    with acting(at(NOW)), pytest.raises(WithdrawalMakerCannotApproveError):
+    with acting(at(NOW)), pytest.raises(MakerCannotApproveError):
         withdrawal.approve(MAKER, "mine")
     with acting(at(NOW, "user:admin")):
         withdrawal.approve("user:admin", "checked")
