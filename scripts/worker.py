@@ -381,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, handle)
 
     def watch_parent() -> None:
-        while sys.stdin.buffer.read(1):
+        # The raw descriptor, not `sys.stdin.buffer`: a daemon thread blocked inside the
+        # buffered reader holds its lock, and interpreter shutdown then aborts on it.
+        while os.read(sys.stdin.fileno(), 1):
             pass
         log.info("the parent has gone: stopping")
         stop.set()
