@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# promtool tests the alert rules (ops/prometheus); ops/install-promtool.sh puts it here.
+PROMTOOL := $(BIN)/promtool
 
-.PHONY: run test lint typecheck unit integration api flows properties economy ingest architecture bench openapi test-external mutate clean
+.PHONY: run test lint typecheck unit integration api flows properties economy ingest architecture ops engine backtests bench openapi test-external mutate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(PROMTOOL): | $(STAMP)
+	sh ops/install-promtool.sh $(BIN)
+
 run: $(STAMP)
 	$(BIN)/pumpparty serve
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(PROMTOOL) lint typecheck
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -26,11 +31,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit integration api flows properties economy ingest architecture: $(STAMP)
+unit integration api flows properties economy ingest architecture ops engine backtests: $(STAMP)
 	$(BIN)/python -m pytest tests/$@
 
+# The alert rules' tests need promtool.
+ops: $(PROMTOOL)
+
 # The same suite against a separate PostgreSQL server reached by URL over TCP.
-test-external: $(STAMP)
+test-external: $(STAMP) $(PROMTOOL)
 	$(BIN)/python -m scripts.external_postgres -- $(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -37,14 +37,20 @@ from api.routers import (
     auditions,
     auth,
     clones,
+    custody,
     economy,
+    engine,
+    generation,
     health,
     ingest,
     me,
     prop,
     public_profiles,
     races,
+    stream,
+    withdrawals,
 )
+from api.stream import Broadcaster
 from api.tokens import AccessTokens
 from runtime.clock import Clock, system_clock
 from runtime.settings import Settings, get_settings
@@ -54,12 +60,19 @@ ROUTERS = [
     auth.router,
     me.router,
     clones.router,
+    generation.router,
+    engine.router,
+    engine.jobs_router,
+    engine.admin_router,
     public_profiles.router,
     admin_moderation.router,
     admin_users.router,
     economy.router,
     admin_economy.router,
     admin_economy.ledger_router,
+    withdrawals.router,
+    withdrawals.admin_router,
+    custody.router,
     prop.router,
     admin_prop.router,
     auditions.router,
@@ -73,6 +86,7 @@ ROUTERS = [
     health.router,
     ingest.router,
     metrics.router,
+    stream.router,
 ]
 
 
@@ -99,9 +113,12 @@ def create_app(
             quiet_access_log()
         await opened.reads.open()
         positions_of(opened.reads)
+        app.state.stream = Broadcaster(opened.reads)
+        app.state.stream.start()
         try:
             yield
         finally:
+            await app.state.stream.close()
             await close_positions(opened.reads)
             await opened.reads.close()
             if owned:

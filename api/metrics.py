@@ -14,7 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import health_reader
 from ingest.metrics import IngestionCollector
 from projections import arena, reconciliation
+from services.backups import backup_checks
 from services.bootstrap import Services
+from services.monitoring import heartbeat_ages
 
 
 class LedgerCollector(Collector):
@@ -67,6 +69,60 @@ class LedgerCollector(Collector):
             yield gauge
 
 
+class OperationsCollector(Collector):
+    """Worker heartbeats and backup checks, for the alert rules in ops/prometheus/.
+
+    `pumpparty_dead_letters` (labels `kind`) is reserved for the dead-letter work (issue 20,
+    item 1): the `DeadLettersPresent` rule already watches it.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            "pumpparty_worker_heartbeat_age_seconds",
+            "Seconds since a job's (or projection runner's) last heartbeat",
+            labels=["job"],
+        )
+        interval = GaugeMetricFamily(
+            "pumpparty_worker_heartbeat_interval_seconds",
+            "Seconds a job (or projection runner) means to beat within",
+            labels=["job"],
+        )
+        failing = GaugeMetricFamily(
+            "pumpparty_worker_job_failing", "1 while a job's last round failed", labels=["job"]
+        )
+        for beat in heartbeat_ages(self.services.datastore):
+            age.add_metric([beat.job], beat.age_seconds)
+            interval.add_metric([beat.job], beat.interval_seconds)
+            failing.add_metric([beat.job], 1 if beat.failing else 0)
+        yield from (age, interval, failing)
+        yield from self.backups()
+
+    def backups(self) -> Iterator[Metric]:
+        checks = backup_checks(self.services.event_log)
+        failures = GaugeMetricFamily(
+            "pumpparty_backup_consecutive_failures", "Backup checks failed since the last verified"
+        )
+        failures.add_metric([], checks.consecutive_failures if checks else 0)
+        yield failures
+        if checks is None:
+            return
+        if checks.last_verified_at is not None:
+            verified = GaugeMetricFamily(
+                "pumpparty_backup_last_verified_timestamp_seconds",
+                "Unix time of the last backup that restored and verified",
+            )
+            verified.add_metric([], checks.last_verified_at.timestamp())
+            yield verified
+        ok = GaugeMetricFamily(
+            "pumpparty_backup_last_check_ok", "1 if the latest backup check verified, else 0"
+        )
+        ok.add_metric([], 1 if checks.last_ok else 0)
+        yield ok
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -80,6 +136,7 @@ class Metrics:
     def watch(self, services: Services) -> None:
         self.registry.register(LedgerCollector(services))
         self.registry.register(IngestionCollector(services.settings, services.datastore))
+        self.registry.register(OperationsCollector(services))
 
 
 class MetricsMiddleware:

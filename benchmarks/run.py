@@ -25,6 +25,7 @@ from rich.console import Console
 
 from benchmarks.aggregates import SNAPSHOT_INTERVAL
 from benchmarks.appends import AppendBenchmark, AppendResult
+from benchmarks.engine import QUICK_ENGINE, EnginePlan, engine_figures
 from benchmarks.harness import Figure, fresh_services, server
 from benchmarks.loads import LoadResult, run_loads
 from benchmarks.over_http import Compared, HttpPlan, HttpResult, percentile_ms, run_http
@@ -42,7 +43,7 @@ COMMAND_TARGETS = {1: 0.3, 32: 0.5}  # HTTP commands, x raw INSERT+COMMIT (1 wri
 READ_TARGET = 0.5  # HTTP reads, x the bare route
 READ_P99_MS = 20.0  # at 4 connections
 LAG_P99_MS = 250.0
-SECTIONS = ("a", "b", "c", "d", "e", "f")
+SECTIONS = ("a", "b", "c", "d", "e", "f", "g")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Plan:
     histories: tuple[int, int] = (10, 10_000)
     http: HttpPlan = field(default_factory=HttpPlan)
     tickets: TicketPlan = field(default_factory=TicketPlan)
+    engine: EnginePlan = field(default_factory=EnginePlan)
 
 
 QUICK = Plan(
@@ -67,6 +69,7 @@ QUICK = Plan(
     histories=(10, 1000),
     http=HttpPlan(seconds=0.5, warmup=0.2, rounds=1, users=8, clones_per_user=2),
     tickets=QUICK_TICKETS,
+    engine=QUICK_ENGINE,
 )
 
 TEMPLATE = """# Benchmark results
@@ -120,6 +123,9 @@ def main() -> None:
         if "f" in only:
             with _section(console, "(f) tickets"), fresh_services(url, "tickets") as s:
                 figures += ticket_figures(s, plan.tickets)
+        if "g" in only:
+            with _section(console, "(g) executor"):
+                figures += engine_figures(plan.engine)
     elapsed = time.perf_counter() - started
     heading = _heading(plan, where, server_version, load_before, elapsed)
     print_table(console, figures, title="Pump Party ledger benchmarks")
@@ -408,6 +414,11 @@ def _heading(
         " medians. Then every race is checked in the `races` and `ledger` read models."
         f" Settlement: `aggregates.parimutuel.settle` over {plan.tickets.settle_tickets:,}"
         f" synthetic stakes, `time.process_time`, median of {plan.tickets.settle_rounds}.",
+        f"- (g) `aggregates.backtests.backtest` of a 12-node graph (2 candle channels, 5"
+        " transforms, the offline model, 2 signals, a risk rule with a stop, an action) over"
+        f" {plan.engine.candles:,} seeded random-walk 5-minute candles for each of"
+        f" {plan.engine.assets} assets, one process, wall clock; median of"
+        f" {plan.engine.rounds} rounds. `decide_latest`: one asset's latest lookback bars.",
     ]
 
 

@@ -7,7 +7,9 @@ its settlement balances (gross + subsidy = takeout + payouts + breakage) over ev
 ticket, and its pools are its counted tickets. Every posted payout was approved before it
 by enough admins other than its maker, for its table, within their TTL; every pending
 transfer makes its entries once, when posted; no user's available balance is negative.
-The result is kept in `reconciliation_checks`, shown at `/v1/health/reconciliation` and
+Every posted withdrawal has a verified transaction of its own (from the treasury to its
+wallet, exactly its amount, settling nothing else), and `treasury:outgoing` holds exactly
+what posted withdrawals paid out. The result is kept in `reconciliation_checks`, shown at `/v1/health/reconciliation` and
 as a `/metrics` gauge.
 
 The read models move on their own, so the check never waits for them to stand at one
@@ -134,10 +136,44 @@ _NEGATIVE_AVAILABLE = """
     ) r USING (account)
     WHERE b.account LIKE 'user:%%' AND b.balance_minor - r.reserved < 0
 """
+# Withdrawals. A posted withdrawal was verified on chain for exactly its amount, and its
+# transaction settles nothing else (no other withdrawal, deposit or purchase). What
+# `treasury:outgoing` holds is what posted withdrawals paid: judged at the common position
+# of the ledger and withdrawals models, by the position of each withdrawal's transfer
+# posting (the same one its entries carry; the withdrawal's `Verified` precedes it in the
+# same transaction), so a model ahead of the other is never a breach.
+_WITHDRAWALS_WITHOUT_VERIFIED_TX = """
+    SELECT w.withdrawal_id, w.tx_hash, w.tx_status, w.amount_minor, w.paid_minor
+    FROM withdrawals w
+    WHERE w.status = 'posted' AND (
+        w.tx_hash IS NULL OR w.block_hash IS NULL OR w.tx_status IS DISTINCT FROM 'verified'
+        OR w.paid_minor IS DISTINCT FROM w.amount_minor
+        OR EXISTS (SELECT 1 FROM withdrawals o WHERE o.tx_hash = w.tx_hash
+                   AND o.status = 'posted' AND o.withdrawal_id <> w.withdrawal_id)
+        OR EXISTS (SELECT 1 FROM deposits d WHERE d.tx_hash = w.tx_hash AND d.status = 'verified')
+        OR EXISTS (SELECT 1 FROM purchases p WHERE p.tx_hash = w.tx_hash AND p.status = 'verified')
+    )
+"""
+_OUTGOING_NOT_POSTED_WITHDRAWALS = """
+    SELECT o.outgoing_minor, w.posted_minor FROM
+        (SELECT coalesce(sum(amount_minor), 0) AS outgoing_minor FROM ledger_entries
+          WHERE account = 'treasury:outgoing' AND position <= %(at)s) o,
+        (SELECT coalesce(sum(amount_minor), 0) AS posted_minor FROM withdrawals
+          WHERE status = 'posted' AND transfer_posted_position <= %(at)s) w
+    WHERE o.outgoing_minor <> w.posted_minor
+"""
 _NEGATIVE_USERS = "SELECT account, balance_minor FROM ledger_balances WHERE account LIKE 'user:%%' AND balance_minor < 0"
 
 
-READ_MODELS = ("ledger", "purchases", "entitlements", "races", "payouts", "users")
+READ_MODELS = (
+    "ledger",
+    "purchases",
+    "entitlements",
+    "races",
+    "payouts",
+    "users",
+    "withdrawals",
+)
 
 
 @dataclass(frozen=True)
@@ -180,6 +216,9 @@ def reconcile(datastore: PostgresDatastore, admins: Collection[str] = ()) -> Rec
             cursor, min(positions.get("ledger", 0), positions.get("races", 0))
         )
         breaches += _payout_breaches(cursor, [a.lower() for a in admins])
+        breaches += _withdrawal_breaches(
+            cursor, min(positions.get("ledger", 0), positions.get("withdrawals", 0))
+        )
         cursor.execute(_GRANTS_NOT_ONE)
         breaches += [
             {"check": "one-grant-per-verified-purchase", **_plain(row)}
@@ -209,6 +248,22 @@ def _payout_breaches(cursor: Any, admins: list[str]) -> list[dict[str, Any]]:
         ("payout-authorized-before-posting", _PAYOUTS_NOT_AUTHORIZED, (admins,)),
         ("pending-transfer-resolved-once", _PENDING_ENTRIES_WRONG, ()),
         ("user-available-not-negative", _NEGATIVE_AVAILABLE, ()),
+    ):
+        cursor.execute(query, params)
+        found += [{"check": check, **_plain(row)} for row in cursor.fetchall()]
+    return found
+
+
+def _withdrawal_breaches(cursor: Any, common: int) -> list[dict[str, Any]]:
+    """The withdrawal monitors; `treasury:outgoing` against them at their common position."""
+    found: list[dict[str, Any]] = []
+    for check, query, params in (
+        ("withdrawal-posted-with-verified-tx", _WITHDRAWALS_WITHOUT_VERIFIED_TX, {}),
+        (
+            "treasury-outgoing-equals-posted-withdrawals",
+            _OUTGOING_NOT_POSTED_WITHDRAWALS,
+            {"at": common},
+        ),
     ):
         cursor.execute(query, params)
         found += [{"check": check, **_plain(row)} for row in cursor.fetchall()]

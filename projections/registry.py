@@ -12,6 +12,7 @@ from projections.base import ReadModel
 from projections.clones import Clones
 from projections.deposits import Deposits
 from projections.entitlements import Entitlements
+from projections.generations import Generations
 from projections.ledger import LedgerEntries
 from projections.moderation_queue import ModerationQueue
 from projections.payouts import Payouts
@@ -23,6 +24,7 @@ from projections.purchases import Purchases
 from projections.races import Races
 from projections.sessions import Sessions
 from projections.users import Users
+from projections.withdrawals import Withdrawals
 
 PROJECTIONS: list[type[ReadModel[Any]]] = [
     AuditLog,
@@ -33,6 +35,7 @@ PROJECTIONS: list[type[ReadModel[Any]]] = [
     Entitlements,
     LedgerEntries,
     Clones,
+    Generations,
     PublicProfiles,
     ModerationQueue,
     PropAccounts,
@@ -43,4 +46,5 @@ PROJECTIONS: list[type[ReadModel[Any]]] = [
     ArenaReadModel,
     Races,
     Payouts,
+    Withdrawals,
 ]

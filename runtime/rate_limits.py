@@ -1,4 +1,4 @@
-"""Rate-limit windows shared by every process through PostgreSQL (schema step 51).
+"""Rate-limit windows shared by every process through PostgreSQL (schema step 15).
 
 A sliding window counter: hits are counted per key in fixed windows of the limit's
 period, and a hit is allowed while this window's count plus the previous window's, weighed

@@ -400,6 +400,42 @@ STEPS: list[tuple[int, str, str]] = [
         CREATE INDEX rate_limit_windows_expiry ON rate_limit_windows (expires_at);
         """,
     ),
+    (
+        51,
+        "the job queue: background work with leases, fencing tokens, backoff and dead letters",
+        """
+        CREATE TABLE job_queue (
+            id uuid PRIMARY KEY,
+            kind text NOT NULL,
+            subject text,
+            payload jsonb NOT NULL,
+            fingerprint text,
+            state text NOT NULL CHECK (state IN ('queued', 'leased', 'succeeded', 'dead')),
+            priority integer NOT NULL DEFAULT 100,
+            run_at timestamptz NOT NULL,
+            attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+            lease_token uuid,
+            leased_by text,
+            lease_until timestamptz,
+            heartbeat_at timestamptz,
+            progress jsonb,
+            result jsonb,
+            last_error text,
+            first_failed_at timestamptz,
+            last_failed_at timestamptz,
+            replays integer NOT NULL DEFAULT 0,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            finished_at timestamptz
+        );
+        -- What a lease scans: ready and leased jobs only, in pick order.
+        CREATE INDEX job_queue_ready ON job_queue (priority, run_at, id)
+            WHERE state IN ('queued', 'leased');
+        CREATE INDEX job_queue_subject ON job_queue (kind, subject, created_at DESC);
+        CREATE INDEX job_queue_dead ON job_queue (kind, last_failed_at DESC) WHERE state = 'dead';
+        """,
+    ),
 ]
 
 

@@ -9,7 +9,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -22,6 +31,28 @@ class ServiceTokenSpec(BaseModel):
     name: str = Field(min_length=1)
     scopes: list[str]
     secrets: list[SecretStr] = Field(min_length=1, max_length=2)
+
+
+class ModelProviderSpec(BaseModel):
+    """An OpenAI-compatible model provider (issue 19): its name in routes, where it is, the
+    model asked for, the key (never logged), and which token-limit parameter it takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    kind: Literal["openai"] = "openai"
+    base_url: HttpUrl
+    model: str = Field(min_length=1, max_length=128)
+    api_key: SecretStr | None = None
+    token_parameter: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    timeout: float | None = Field(default=None, gt=0, le=600)
+
+    @field_validator("name")
+    @classmethod
+    def not_offline(cls, name: str) -> str:
+        if name == "offline":
+            raise ValueError("'offline' is the built-in offline provider's name")
+        return name
 
 
 class Settings(BaseSettings):
@@ -123,6 +154,18 @@ class Settings(BaseSettings):
     command_retries: int = Field(default=5, ge=0, le=50)
     heartbeat_interval: float = Field(default=5.0, gt=0)
 
+    # Backups (issue 20): where dumps go (unset: `<data_dir>/backups`), how often the worker
+    # takes and verifies one (seconds) and how many verified ones it keeps there; the folder
+    # of PostgreSQL's tools (pg_dump, pg_restore; unset: the embedded wheel's, fine for any
+    # server up to its version); and the role dumps run as, which must read every table and
+    # sequence (e.g. a member of pg_read_all_data; unset: the owner's URL when this process
+    # has it, else the service's, which cannot read the sequences).
+    backup_dir: Path | None = None
+    backup_interval: float = Field(default=24 * 3600.0, gt=0)
+    backup_keep: int = Field(default=7, ge=1, le=1000)
+    pg_bin: Path | None = None
+    backup_database_url: str | None = None
+
     # Clones (issue 4): active clones per user, reports that hide a profile for review, and
     # the strategy-graph guardrails. Lists are JSON, e.g. PUMPPARTY_CLONE_ASSETS='["BTC"]'.
     clone_active_limit: int = Field(default=5, ge=1, le=1000)
@@ -206,6 +249,52 @@ class Settings(BaseSettings):
     # approval stands this many seconds (then it lapses: it never moves money by itself).
     payout_dual_approval_minor: int = Field(default=1_000_000_000, ge=0)
     payout_approval_ttl: int = Field(default=24 * 3600, gt=0)
+
+    # The job queue (issue 19) every background job that can fail goes through: seconds a
+    # lease lasts without a heartbeat, attempts before a job is dead, and the retry backoff's
+    # base and cap (seconds; doubled per attempt, with jitter). Then the engine's executor:
+    # how often the worker looks for backtest jobs (seconds), and the most bars a backtest
+    # and a dry run may ask for.
+    job_lease_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
+    job_max_attempts: int = Field(default=5, ge=1, le=100)
+    job_backoff_base: float = Field(default=5.0, gt=0, le=3600)
+    job_backoff_max: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    backtest_poll_interval: float = Field(default=5.0, gt=0)
+    backtest_max_bars: int = Field(default=20_000, ge=10, le=1_000_000)
+    dry_run_max_bars: int = Field(default=500, ge=1, le=10_000)
+
+    # The engine (issue 19): model providers and routing, generation's limits. Providers are
+    # a JSON list of `ModelProviderSpec` (`offline`, the deterministic built-in, is always
+    # there); routes map a purpose (`strategy-graph`, `strategy-graph-repair`) to an ordered
+    # fallback list of provider names, else `model_default_route`. Cooldowns and waits are
+    # seconds; the budget is prompt + completion tokens per user per UTC day.
+    model_providers: list[ModelProviderSpec] = []
+    model_routes: dict[str, list[str]] = {}
+    model_default_route: list[str] = Field(default=["offline"], min_length=1)
+    model_timeout: float = Field(default=60.0, gt=0, le=600)
+    model_cooldown: float = Field(default=30.0, ge=0)
+    model_auth_cooldown: float = Field(default=300.0, ge=0)
+    model_retry_after_max: float = Field(default=2.0, ge=0, le=60)
+    model_max_output_bytes: int = Field(default=64 * 1024, ge=1024, le=4 * 1024 * 1024)
+    generation_max_tokens: int = Field(default=4096, ge=256, le=65536)
+    generation_daily_token_budget: int = Field(default=200_000, ge=0)
+
+    @model_validator(mode="after")
+    def routes_name_known_providers(self) -> Settings:
+        known = {"offline", *(spec.name for spec in self.model_providers)}
+        if len(known) != len(self.model_providers) + 1:
+            raise ValueError("model provider names must be distinct")
+        for names in (self.model_default_route, *self.model_routes.values()):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ValueError(f"no model provider named {unknown[0]!r}")
+        return self
+
+    # Withdrawals: below this amount (micro-USDC) a withdrawal is authorized at once, from
+    # it an admin other than the requesting user approves it; custody's lease on one lasts
+    # this many seconds (then another custodian may lease it, with a higher fencing token).
+    withdrawal_auto_approve_minor: int = Field(default=1_000_000_000, ge=0)
+    withdrawal_lease_seconds: int = Field(default=300, gt=0, le=7 * 24 * 3600)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

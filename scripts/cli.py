@@ -1,4 +1,5 @@
-"""`pumpparty`: the operator's commands (serve, worker, migrate, projections, audit, demo)."""
+"""`pumpparty`: the operator's commands (serve, worker, migrate, projections, audit, backup,
+demo)."""
 
 import logging
 import signal
@@ -44,6 +45,8 @@ from runtime.database import database_urls
 from runtime.schema import STEPS, RoleError
 from runtime.settings import Settings, SettingsError, load_settings
 from scripts.audit import aggregate_history, dumps, export_events, parse_time
+from scripts.backup import backup_app
+from scripts.jobs import jobs_app
 from scripts.worker import Worker, WorkerProcess, child_env
 from services.audit import state_at
 from services.bootstrap import Services, migrate, open_services
@@ -63,6 +66,8 @@ app.add_typer(projections_app, name="projections", no_args_is_help=True)
 app.add_typer(audit_app, name="audit", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger: reconciliation.")
 app.add_typer(ledger_app, name="ledger", no_args_is_help=True)
+app.add_typer(backup_app, name="backup", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs", no_args_is_help=True)
 
 err = Console(stderr=True)
 
@@ -167,7 +172,14 @@ def serve(
     stop = trap_stop_signals()
     with opened(ctx, migrate=True) as services:
         # Its own interpreter: projections and jobs never hold the API's GIL.
-        worker = WorkerProcess(child_env(services.url), batch_size=batch_size)
+        env = child_env(services.url)
+        settings = services.settings
+        if not (settings.database_url or settings.service_database_url):
+            # The embedded server: its daily backup dumps as the superuser of its private
+            # socket, which the child can reach anyway (the service role cannot read the
+            # sequences). With a URL, set PUMPPARTY_BACKUP_DATABASE_URL for the child.
+            env.setdefault("PUMPPARTY_BACKUP_DATABASE_URL", str(database_urls(settings).owner))
+        worker = WorkerProcess(env, batch_size=batch_size)
         worker.start()
         try:
             if not stop.is_set():

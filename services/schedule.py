@@ -13,9 +13,13 @@ from projections.deposits import pending_payments
 from projections.prop_accounts import accounts_to_mark
 from projections.races import active_races
 from projections.reconciliation import reconcile_and_record
+from projections.withdrawals import withdrawals_to_verify
 from runtime.clock import Clock
+from runtime.pg_tools import pg_tools
 from services.arena import ADMISSION_JOB, AdmitFromQueue, admission_policy
 from services.auditions import EVALUATOR_JOB, EvaluateDueAuditions
+from services.backtests import BACKTEST_JOB, backtest_worker
+from services.backups import BACKUP_JOB, BackupRound, backup_cadence, backup_dir, dump_url
 from services.bootstrap import Services
 from services.economy import DEPOSIT_JOB, DepositConfirmations
 from services.identity import NONCE_PRUNE_JOB, PruneSignInNonces
@@ -79,15 +83,35 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
                 services.event_log,
                 services.evm,
                 services.deposit_policy,
-                lambda: pending_payments(datastore),
+                # Payments in (purchases, deposits) and out (withdrawals' reported txs).
+                lambda: pending_payments(datastore) + withdrawals_to_verify(datastore),
                 clock,
             ),
             settings.deposit_poll_interval,
         ),
         NONCE_PRUNE_JOB: (PruneSignInNonces(services.event_log, clock), settings.nonce_ttl),
+        BACKTEST_JOB: (
+            backtest_worker(datastore, clock, settings),
+            settings.backtest_poll_interval,
+        ),
         "ledger_reconciliation": (
             lambda: reconcile_and_record(datastore, settings.admin_addresses),
             settings.reconciliation_interval,
+        ),
+        # Looks hourly; dumps, restores into a scratch cluster and verifies once a day.
+        BACKUP_JOB: (
+            BackupRound(
+                services.event_log,
+                dump_url(settings, services.url),
+                services.url,
+                backup_dir(settings),
+                pg_tools(settings.pg_bin),
+                settings.backup_interval,
+                backup_cadence(settings),
+                settings.backup_keep,
+                clock,
+            ),
+            backup_cadence(settings),
         ),
     }
     if settings.ingest_mode != "off":  # market data: live, or replayed from recordings

@@ -34,6 +34,7 @@ AUDITOR_TOKEN = "auditor-secret-RETRO-CLOCK"
 ENGINE_TOKEN = "engine-secret-RETRO-CLOCK"
 PROP_READER_TOKEN = "prop-reader-secret-RETRO-CLOCK"
 ARENA_SYNC_TOKEN = "arena-sync-secret-RETRO-CLOCK"
+CUSTODY_TOKEN = "custody-secret-RETRO-CLOCK"
 
 
 @pytest.fixture
@@ -49,6 +50,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
             ),
             ServiceTokenSpec(name="prop-reader", scopes=["prop:read"], secrets=[PROP_READER_TOKEN]),
             ServiceTokenSpec(name="arena-sync", scopes=["arena:sync"], secrets=[ARENA_SYNC_TOKEN]),
+            ServiceTokenSpec(name="custody", scopes=["payout:execute"], secrets=[CUSTODY_TOKEN]),
         ],
     )
 

@@ -1,0 +1,345 @@
+"""The job queue: background work that can fail, leased with fencing tokens.
+
+One queue for every kind of such work (the table and its statements: runtime/job_queue.py).
+A job is a `kind` and a JSON payload; what it is about (`subject`) lets its owner's reads
+find it. The API:
+
+    queue = JobQueue(datastore, clock, queue_policy(settings))
+    row = queue.enqueue("backtest", payload, subject=..., job_id=..., fingerprint=...)
+    lease = queue.lease(["backtest"], worker="host:pid")   # None: nothing is ready
+    queue.heartbeat(lease.job_id, lease.token)             # StaleLeaseError: the lease is lost
+    queue.complete(lease.job_id, lease.token, result)      # or:
+    queue.fail(lease.job_id, lease.token, "what went wrong", retry=True)
+    queue.replay(event_log, context, job_id, reason)       # an operator: dead -> queued
+
+A failed attempt is queued again after a capped, jittered exponential backoff
+(`runtime.job_queue.backoff`); after `max_attempts` (or when the handler says retrying
+cannot help) the job is dead, with its last error, until an operator replays it (an event,
+`aggregates.dead_letters`). `JobConsumer` runs a handler over the jobs of one kind as a
+scheduled job, beating the lease while it works; remote workers do the same over HTTP
+(`/v1/engine/jobs/...`). Delivery is at least once: handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.postgres import PostgresDatastore
+
+from aggregates.base import CommandContext
+from aggregates.dead_letters import DeadLetter, JobNotDeadError, dead_letter_id
+from aggregates.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError
+from runtime import job_queue as sql
+from runtime.clock import Clock
+from runtime.job_queue import JobRow
+from runtime.settings import Settings
+from services.eventlog import EventLog, UnitOfWork, Written
+
+log = logging.getLogger(__name__)
+
+
+class StaleLeaseError(ConflictError):
+    """The lease token presented no longer holds the job: it expired and another worker
+    leased the job, or the job was finished with another token."""
+
+    code = "lease-stale"
+
+
+class JobNotFoundError(NotFoundError):
+    code = "job-not-found"
+
+
+class PermanentJobError(Exception):
+    """A handler's failure that retrying cannot fix: the job goes dead at once."""
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    lease: timedelta
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a worker beats: three times per lease."""
+        return self.lease.total_seconds() / 3
+
+
+def queue_policy(settings: Settings) -> QueuePolicy:
+    return QueuePolicy(
+        lease=timedelta(seconds=settings.job_lease_seconds),
+        max_attempts=settings.job_max_attempts,
+        backoff_base=settings.job_backoff_base,
+        backoff_max=settings.job_backoff_max,
+    )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job held by one worker until `until`, as long as it presents `token`."""
+
+    job_id: UUID
+    kind: str
+    payload: dict[str, Any]
+    token: UUID
+    until: datetime
+    attempt: int
+    max_attempts: int
+
+    @classmethod
+    def of(cls, row: JobRow) -> Lease:
+        assert row.lease_token is not None and row.lease_until is not None
+        return cls(
+            row.id,
+            row.kind,
+            row.payload,
+            row.lease_token,
+            row.lease_until,
+            row.attempts,
+            row.max_attempts,
+        )
+
+
+class JobQueue:
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        clock: Clock,
+        policy: QueuePolicy,
+        *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.datastore = datastore
+        self.clock = clock
+        self.policy = policy
+        self.jitter = jitter
+
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        job_id: UUID | None = None,
+        subject: str | None = None,
+        fingerprint: str | None = None,
+        priority: int = 100,
+        delay: timedelta = timedelta(0),
+        max_attempts: int | None = None,
+    ) -> JobRow:
+        """Queue a job. Given an id that is taken (a retried request), the job already there
+        is returned if it is the same request (kind and fingerprint), else refused (409)."""
+        now = self.clock()
+        job_id = job_id or uuid4()
+        with self.datastore.transaction(commit=True) as cursor:
+            inserted = sql.insert(
+                cursor,
+                job_id=job_id,
+                kind=kind,
+                payload=payload,
+                subject=subject,
+                fingerprint=fingerprint,
+                priority=priority,
+                run_at=now + delay,
+                max_attempts=max_attempts or self.policy.max_attempts,
+                now=now,
+            )
+            row = sql.get(cursor, job_id)
+        assert row is not None
+        if not inserted and (row.kind, row.fingerprint) != (kind, fingerprint):
+            raise IdempotencyKeyReusedError("this key was used for another job")
+        return row
+
+    def lease(self, kinds: Sequence[str], worker: str) -> Lease | None:
+        """Lease the next ready job of these kinds, or None when none is ready."""
+        now = self.clock()
+        with self.datastore.transaction(commit=True) as cursor:
+            sql.bury_expired(cursor, kinds, now)
+            row = sql.lease_next(
+                cursor,
+                kinds,
+                worker=worker[:200],
+                token=uuid4(),
+                now=now,
+                until=now + self.policy.lease,
+            )
+        return None if row is None else Lease.of(row)
+
+    def heartbeat(
+        self, job_id: UUID, token: UUID, progress: dict[str, Any] | None = None
+    ) -> JobRow:
+        """Extend the lease (and record progress); StaleLeaseError when it is lost."""
+        now = self.clock()
+        with self.datastore.transaction(commit=True) as cursor:
+            row = sql.heartbeat(
+                cursor, job_id, token, now=now, until=now + self.policy.lease, progress=progress
+            )
+            if row is None:
+                self._refuse(cursor, job_id)
+        assert row is not None
+        return row
+
+    def complete(self, job_id: UUID, token: UUID, result: dict[str, Any]) -> JobRow:
+        """Finish the job with its result. The same completion again (a retried request)
+        returns the job; any other token is refused (StaleLeaseError)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            row = sql.complete(cursor, job_id, token, now=self.clock(), result=result)
+            if row is None:
+                existing = sql.get(cursor, job_id)
+                if existing and existing.state == "succeeded" and existing.lease_token == token:
+                    return existing
+                self._refuse(cursor, job_id)
+        assert row is not None
+        return row
+
+    def fail(self, job_id: UUID, token: UUID, error: str, *, retry: bool = True) -> JobRow:
+        """Record a failed attempt: queued again after the backoff while attempts remain
+        and `retry` holds, else dead with `error`."""
+        now = self.clock()
+        with self.datastore.transaction(commit=True) as cursor:
+            row = sql.get(cursor, job_id, lock=True)
+            if row is None or row.state != "leased" or row.lease_token != token:
+                self._refuse(cursor, job_id)
+            assert row is not None
+            run_at = None
+            if retry and row.attempts < row.max_attempts:
+                delay = sql.backoff(
+                    row.attempts, self.policy.backoff_base, self.policy.backoff_max, self.jitter()
+                )
+                run_at = now + timedelta(seconds=delay)
+            return sql.fail(cursor, job_id, now=now, error=error[:2000], run_at=run_at)
+
+    def get(self, job_id: UUID) -> JobRow | None:
+        with self.datastore.transaction(commit=False) as cursor:
+            return sql.get(cursor, job_id)
+
+    def find(
+        self, *, state: str | None = None, kind: str | None = None, limit: int = 50
+    ) -> list[JobRow]:
+        with self.datastore.transaction(commit=False) as cursor:
+            return sql.find(cursor, state=state, kind=kind, limit=limit)
+
+    def replay(
+        self, event_log: EventLog, context: CommandContext, job_id: UUID, reason: str
+    ) -> Written[JobRow]:
+        """An operator runs a dead job again from its first attempt. The decision is an
+        event (`DeadLetter.Replayed`, with the actor and the reason), appended while the
+        job's row is locked, and the job is queued in that same row transaction: a replay
+        is recorded if and only if it happens, and two at once replay the job once."""
+        with self.datastore.transaction(commit=True) as cursor:
+            row = sql.get(cursor, job_id, lock=True)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} not found")
+            if row.state != "dead":
+                raise JobNotDeadError(f"job {job_id} is {row.state}; only a dead job is replayed")
+            dead = row
+
+            def decide(unit: UnitOfWork) -> None:
+                letter_id = dead_letter_id(job_id)
+                letter = unit.find(DeadLetter, letter_id) or unit.add(
+                    DeadLetter(letter_id, job_id, dead.kind)
+                )
+                letter.replay(reason, dead.attempts, dead.last_error)
+
+            written = event_log.execute(context, decide)
+            queued = sql.requeue_dead(cursor, job_id, now=self.clock())
+        assert queued is not None
+        return Written(queued, written.position)
+
+    @staticmethod
+    def _refuse(cursor: Any, job_id: UUID) -> None:
+        if sql.get(cursor, job_id) is None:
+            raise JobNotFoundError(f"job {job_id} not found")
+        raise StaleLeaseError("this lease token no longer holds the job")
+
+
+# --- consumers -----------------------------------------------------------------------------
+
+
+class _Beating:
+    """Beats a lease in a thread every `seconds` until stopped or the lease is lost."""
+
+    def __init__(self, queue: JobQueue, lease: Lease, seconds: float) -> None:
+        self.queue = queue
+        self.lease = lease
+        self.seconds = seconds
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease:{lease.job_id}", daemon=True)
+
+    def __enter__(self) -> _Beating:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.queue.heartbeat(self.lease.job_id, self.lease.token)
+            except StaleLeaseError:
+                self.lost = True
+                log.warning("lost the lease of job %s", self.lease.job_id)
+                return
+            except Exception as error:  # the database away: the next beat tries again
+                log.warning("heartbeat of job %s failed: %s", self.lease.job_id, error)
+
+
+Handler = Callable[[Lease], dict[str, Any]]
+"""Does a job's work and returns its result; raises PermanentJobError when retrying cannot
+help (anything else is retried)."""
+
+
+@dataclass(frozen=True)
+class JobConsumer:
+    """A scheduled job: one round leases and runs jobs of `kind`, one at a time, until none
+    is ready or `max_jobs` ran."""
+
+    queue: JobQueue
+    kind: str
+    handler: Handler
+    worker: str
+    max_jobs: int = 8
+
+    def __call__(self) -> str:
+        outcomes: Counter[str] = Counter()
+        for _ in range(self.max_jobs):
+            lease = self.queue.lease([self.kind], self.worker)
+            if lease is None:
+                break
+            outcomes[self.run(lease)] += 1
+        return ", ".join(f"{count} {what}" for what, count in sorted(outcomes.items())) or "idle"
+
+    def run(self, lease: Lease) -> str:
+        """One leased job: its handler under a beating lease, then complete or fail."""
+        with _Beating(self.queue, lease, self.queue.policy.heartbeat_seconds):
+            try:
+                result = self.handler(lease)
+            except PermanentJobError as error:
+                return self._fail(lease, str(error), retry=False)
+            except Exception as error:
+                log.exception("job %s (%s) failed", lease.job_id, lease.kind)
+                return self._fail(lease, f"{type(error).__name__}: {error}", retry=True)
+        try:
+            self.queue.complete(lease.job_id, lease.token, result)
+        except StaleLeaseError:
+            log.warning("job %s finished after its lease was lost; result dropped", lease.job_id)
+            return "lost"
+        return "succeeded"
+
+    def _fail(self, lease: Lease, error: str, *, retry: bool) -> str:
+        try:
+            row = self.queue.fail(lease.job_id, lease.token, error, retry=retry)
+        except StaleLeaseError:
+            return "lost"
+        return "dead" if row.state == "dead" else "retried"
