@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -149,3 +150,15 @@ async def audit_entries(
 async def events_of(reads: ProjectionReads, aggregate_id: UUID, page: Page) -> list[AuditEntryRow]:
     """A page of one aggregate's entries, in log order (cursor: position)."""
     return await audit_entries(reads, AuditFilter(aggregate_id=aggregate_id), page)
+
+
+async def events_of_all(
+    reads: ProjectionReads, aggregate_ids: Sequence[UUID], page: Page
+) -> list[AuditEntryRow]:
+    """A page of several aggregates' entries together, in log order (cursor: position): a
+    prop account's own events with its cadence decisions' (`TradingDecisions`)."""
+    query = SQL(
+        "SELECT {} FROM audit_log WHERE aggregate_id = ANY(%s) AND position > %s"
+        " ORDER BY position LIMIT %s"
+    ).format(columns(AuditEntryRow))
+    return await reads.all(AuditEntryRow, query, (list(aggregate_ids), page.position(), page.fetch))

@@ -263,6 +263,12 @@ class Settings(BaseSettings):
     backtest_max_bars: int = Field(default=20_000, ge=10, le=1_000_000)
     dry_run_max_bars: int = Field(default=500, ge=1, le=10_000)
 
+    # The engine's cadence driver (issue 19, services/cadence.py): seconds between rounds,
+    # the candle interval its graphs decide on, and how many accounts one round trades.
+    engine_cadence_interval: float = Field(default=60.0, gt=0)
+    engine_candle_interval: Literal["1m", "5m", "15m", "1h"] = "5m"
+    engine_max_accounts: int = Field(default=500, ge=1, le=100_000)
+
     # The engine (issue 19): model providers and routing, generation's limits. Providers are
     # a JSON list of `ModelProviderSpec` (`offline`, the deterministic built-in, is always
     # there); routes map a purpose (`strategy-graph`, `strategy-graph-repair`) to an ordered

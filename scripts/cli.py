@@ -51,6 +51,7 @@ from scripts.worker import Worker, WorkerProcess, child_env
 from services.audit import state_at
 from services.bootstrap import Services, migrate, open_services
 from services.eventlog import UnitOfWork
+from services.schedule import cadence_driver
 
 log = logging.getLogger("pumpparty")
 
@@ -251,6 +252,28 @@ def run_worker(ctx: typer.Context, batch_size: BatchSize = 500) -> None:
                 pass
         finally:
             worker.stop()
+
+
+@app.command("engine")
+def run_engine(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+) -> None:
+    """Only the engine's cadence driver (services/cadence.py), in its own process: a round
+    every PUMPPARTY_ENGINE_CADENCE_INTERVAL seconds until SIGTERM or SIGINT. Each account is
+    leased for its turn, so it runs beside `pumpparty worker` and other engines."""
+    log_progress()
+    stop = trap_stop_signals()
+    with opened(ctx, migrate=True) as services:
+        driver = cadence_driver(services, services.clock)
+        while True:
+            done = driver()
+            typer.echo(
+                f"cadence round: {done.decided} decided, {done.ordered} ordered,"
+                f" skipped {dict(done.skipped)}"
+            )
+            if once or stop.wait(services.settings.engine_cadence_interval):
+                break
 
 
 @app.command("migrate")

@@ -4,6 +4,7 @@ EVM node, read functions) from the process's services. The worker only runs what
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from ingest.ingestion import Ingestion
 from projections.arena import admission_candidates
@@ -21,6 +22,7 @@ from services.auditions import EVALUATOR_JOB, EvaluateDueAuditions
 from services.backtests import BACKTEST_JOB, backtest_worker
 from services.backups import BACKUP_JOB, BackupRound, backup_cadence, backup_dir, dump_url
 from services.bootstrap import Services
+from services.cadence import CADENCE_JOB, CadenceDriver
 from services.economy import DEPOSIT_JOB, DepositConfirmations
 from services.identity import NONCE_PRUNE_JOB, PruneSignInNonces
 from services.prop_trading import MARK_JOB, MarkToMarket
@@ -94,6 +96,7 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
             backtest_worker(datastore, clock, settings),
             settings.backtest_poll_interval,
         ),
+        CADENCE_JOB: (cadence_driver(services, clock), settings.engine_cadence_interval),
         "ledger_reconciliation": (
             lambda: reconcile_and_record(datastore, settings.admin_addresses),
             settings.reconciliation_interval,
@@ -124,3 +127,18 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
             "ingest_retention": (feed.prune, settings.ingest_retention_interval),
         }
     return jobs
+
+
+def cadence_driver(services: Services, clock: Clock) -> CadenceDriver:
+    """The engine's cadence driver, as the worker and `pumpparty engine` run it."""
+    settings = services.settings
+    return CadenceDriver(
+        services.event_log,
+        services.prices,
+        services.datastore,
+        services.url,
+        clock,
+        settings.engine_candle_interval,
+        settings.engine_max_accounts,
+        timedelta(seconds=settings.prop_max_mark_age),
+    )

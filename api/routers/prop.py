@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, PlainSerializer
 
+from aggregates.decisions import decisions_id
 from aggregates.errors import NotFoundError
 from aggregates.ports import PriceSource
 from aggregates.prop_accounts import (
@@ -344,9 +345,16 @@ async def get_snapshots(
 async def get_audit(
     account_id: UUID, reader: PrincipalDep, services: ServicesDep, page: PageDep
 ) -> AuditEntriesPublic:
-    """The account's own events from the audit log: who did what, and when."""
+    """The account's own events from the audit log, with the cadence driver's decisions on
+    it (`TradingDecisions.Decided`): who did what, and when."""
+
+    async def account_and_decisions(
+        reads: ProjectionReads, account: UUID, page: Page
+    ) -> list[audit_log.AuditEntryRow]:
+        return await audit_log.events_of_all(reads, [account, decisions_id(account)], page)
+
     rows, next_cursor = await account_page(
-        services, account_id, reader, page, audit_log.events_of, "position"
+        services, account_id, reader, page, account_and_decisions, "position"
     )
     return AuditEntriesPublic(
         items=items_of(AuditEntryPublic, rows),
