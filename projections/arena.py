@@ -17,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.arena import (
@@ -107,12 +107,12 @@ class ArenaView(ProjectionView):
         """Set the membership's status (the change's name unless given) and columns, and
         keep the change in its history."""
         values = {"status": status or change, **values}
-        assignments = SQL(", ").join(SQL("{} = %s").format(Identifier(name)) for name in values)
-        self.cursor.execute(
-            SQL("UPDATE {} SET {}, updated_at = %s WHERE membership_id = %s").format(
-                self.table("arena_memberships"), assignments
-            ),
-            (*values.values(), event.timestamp, event.originator_id),
+        self.update_row(
+            "arena_memberships",
+            "membership_id",
+            event.originator_id,
+            **values,
+            updated_at=event.timestamp,
         )
         self.append_row(
             "arena_membership_history",

@@ -91,6 +91,17 @@ class ProjectionView(PostgresTrackingRecorder):
             self._cursor = None
             self._appends.clear()  # a batch that failed half-way leaves nothing behind
 
+    def update_row(self, logical: str, key: str, value: Any, **columns: Any) -> None:
+        """Set `columns` on the row of `logical` whose `key` column equals `value`: the one
+        way a read model changes a row it keeps (column names are ours, never input)."""
+        assignments = SQL(", ").join(SQL("{} = %s").format(Identifier(c)) for c in columns)
+        self.cursor.execute(
+            SQL("UPDATE {} SET {} WHERE {} = %s").format(
+                self.table(logical), assignments, Identifier(key)
+            ),
+            (*columns.values(), value),
+        )
+
     def append_row(self, logical: str, row: dict[str, Any]) -> None:
         """Buffer a row for a table that is only ever appended to (and not read while a
         batch runs); the batch writes them all with one COPY when it records its position."""

@@ -53,13 +53,7 @@ class DepositsView(ProjectionView):
         )
 
     def update(self, deposit_id: UUID, at: datetime, **changes: Any) -> None:
-        assignments = SQL(", ").join(SQL(f"{column} = %s") for column in changes)
-        self.cursor.execute(
-            SQL("UPDATE {} SET {}, updated_at = %s WHERE deposit_id = %s").format(
-                self.table("deposits"), assignments
-            ),
-            (*changes.values(), at, deposit_id),
-        )
+        self.update_row("deposits", "deposit_id", deposit_id, **changes, updated_at=at)
 
 
 class Deposits(ReadModel[DepositsView]):

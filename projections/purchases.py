@@ -47,13 +47,7 @@ class PurchasesView(ProjectionView):
         )
 
     def update(self, purchase_id: UUID, at: datetime, **changes: Any) -> None:
-        assignments = SQL(", ").join(SQL(f"{column} = %s") for column in changes)
-        self.cursor.execute(
-            SQL("UPDATE {} SET {}, updated_at = %s WHERE purchase_id = %s").format(
-                self.table("purchases"), assignments
-            ),
-            (*changes.values(), at, purchase_id),
-        )
+        self.update_row("purchases", "purchase_id", purchase_id, **changes, updated_at=at)
 
 
 class Purchases(ReadModel[PurchasesView]):

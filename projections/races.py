@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from aggregates.parimutuel import MICRO_PER_USDC
@@ -120,12 +120,8 @@ class RacesView(ProjectionView):
         values = {"status_reason": event.reason, "status_position": position, **values}
         if status is not None:
             values["status"] = status
-        assignments = SQL(", ").join(SQL("{} = %s").format(Identifier(name)) for name in values)
-        self.cursor.execute(
-            SQL("UPDATE {} SET {}, updated_at = %s WHERE race_id = %s").format(
-                self.table("races"), assignments
-            ),
-            (*values.values(), event.timestamp, event.originator_id),
+        self.update_row(
+            "races", "race_id", event.originator_id, **values, updated_at=event.timestamp
         )
         self.append_row(
             "race_transitions",

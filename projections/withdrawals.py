@@ -89,12 +89,12 @@ class WithdrawalsView(ProjectionView):
         """Set these columns; a change of `status` moves `status_position` too."""
         if "status" in changes:
             changes["status_position"] = position
-        assignments = SQL(", ").join(SQL(f"{column} = %s") for column in changes)
-        self.cursor.execute(
-            SQL("UPDATE {} SET {}, updated_at = %s WHERE withdrawal_id = %s").format(
-                self.table("withdrawals"), assignments
-            ),
-            (*changes.values(), event.timestamp, event.originator_id),
+        self.update_row(
+            "withdrawals",
+            "withdrawal_id",
+            event.originator_id,
+            **changes,
+            updated_at=event.timestamp,
         )
 
     def attempt(self, event: Withdrawal.Executed, position: int) -> None:
