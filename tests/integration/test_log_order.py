@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -44,20 +45,38 @@ def test_a_live_follower_sees_every_event_once_in_order_under_32_writers(
     following.start()
 
     together = threading.Barrier(WRITERS)
+    written_by_halfway = WRITERS * (1 + COMMANDS_EACH // 2)
+    caught_up_while_writing = threading.Event()
+
+    def wait_for_the_follower() -> None:
+        # Every writer is paused with work left: the follower must reach the head now, live.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if len(seen) >= written_by_halfway:
+                caught_up_while_writing.set()
+                return
+            time.sleep(0.01)
+
+    halfway = threading.Barrier(WRITERS, action=wait_for_the_follower)
+
+    def increment(counter_id: object) -> None:
+        services.event_log.execute(
+            context, lambda unit: unit.get(Counter, counter_id).increment(by=1)
+        )
 
     def write(counter_id: object) -> None:
         together.wait()
-        for _ in range(COMMANDS_EACH):
-            services.event_log.execute(
-                context, lambda unit: unit.get(Counter, counter_id).increment(by=1)
-            )
+        for _ in range(COMMANDS_EACH // 2):
+            increment(counter_id)
+        halfway.wait()
+        for _ in range(COMMANDS_EACH - COMMANDS_EACH // 2):
+            increment(counter_id)
 
     writers = [threading.Thread(target=write, args=(counter_id,)) for counter_id in ids]
     for writer in writers:
         writer.start()
     for writer in writers:
         writer.join()
-    seen_while_writing = len(seen)
     stop.set()
     following.join()
     follower.catch_up()  # what was appended after its last batch
@@ -70,7 +89,7 @@ def test_a_live_follower_sees_every_event_once_in_order_under_32_writers(
     assert len(logged) == WRITERS * (COMMANDS_EACH + 1)
     assert seen == logged  # each event handed over once, in log order, none missed
     assert projected == logged
-    assert seen_while_writing > WRITERS  # it was following, not catching up afterwards
+    assert caught_up_while_writing.is_set()  # it was following, not catching up afterwards
 
 
 def test_concurrent_appends_leave_no_gaps_in_the_chain(
