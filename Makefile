@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # promtool tests the alert rules (ops/prometheus); ops/install-promtool.sh puts it here.
 PROMTOOL := $(BIN)/promtool
 
-.PHONY: run test lint typecheck unit integration api flows properties economy ingest architecture ops engine backtests bench openapi test-external mutate clean
+.PHONY: run test lint typecheck unit integration api flows properties economy ingest architecture ops engine backtests demo devchain console bench openapi test-external mutate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit integration api flows properties economy ingest architecture ops engine backtests: $(STAMP)
+unit integration api flows properties economy ingest architecture ops engine backtests devchain console demo: $(STAMP)
 	$(BIN)/python -m pytest tests/$@
 
 # The alert rules' tests need promtool.

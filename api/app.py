@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import metrics
+from api import console, metrics
 from api.auth import Standings, VerifiedTokens
 from api.deps import close_positions, positions_of
 from api.limits import BodyLimitMiddleware
@@ -26,6 +26,7 @@ from api.request_id import RequestIdMiddleware
 from api.routers import (
     admin_arena,
     admin_auditions,
+    admin_dead_letters,
     admin_economy,
     admin_moderation,
     admin_payouts,
@@ -82,6 +83,7 @@ ROUTERS = [
     races.router,
     admin_races.router,
     admin_payouts.router,
+    admin_dead_letters.router,
     audit.router,
     health.router,
     ingest.router,
@@ -135,6 +137,7 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    console.install(app)  # /console: HTML for operators, outside the API contract
 
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)

@@ -16,6 +16,7 @@ from ingest.metrics import IngestionCollector
 from projections import arena, reconciliation
 from services.backups import backup_checks
 from services.bootstrap import Services
+from services.dead_letters import dead_letter_counts
 from services.monitoring import heartbeat_ages
 
 
@@ -50,7 +51,14 @@ class LedgerCollector(Collector):
         )
         latest = reconciliation.latest(self.services.projections.datastore)
         breaches.add_metric([], len(latest.breaches) if latest else 0)
-        yield from (lag, stalled, appended, breaches)
+        by_check = GaugeMetricFamily(
+            "pumpparty_reconciliation_check_breaches",
+            "Breaches found by each check of the latest ledger reconciliation",
+            labels=["check"],
+        )
+        for check in latest.checks if latest else []:
+            by_check.add_metric([check.name], check.breach_count)
+        yield from (lag, stalled, appended, breaches, by_check)
         yield from self.arena()
 
     def arena(self) -> Iterator[Metric]:
@@ -70,11 +78,8 @@ class LedgerCollector(Collector):
 
 
 class OperationsCollector(Collector):
-    """Worker heartbeats and backup checks, for the alert rules in ops/prometheus/.
-
-    `pumpparty_dead_letters` (labels `kind`) is reserved for the dead-letter work (issue 20,
-    item 1): the `DeadLettersPresent` rule already watches it.
-    """
+    """Worker heartbeats, dead letters and backup checks, for the alert rules in
+    ops/prometheus/ (`pumpparty_dead_letters{kind}`: `DeadLettersPresent`)."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -98,6 +103,14 @@ class OperationsCollector(Collector):
             interval.add_metric([beat.job], beat.interval_seconds)
             failing.add_metric([beat.job], 1 if beat.failing else 0)
         yield from (age, interval, failing)
+        letters = GaugeMetricFamily(
+            "pumpparty_dead_letters",
+            "Work items that ran out of retries and wait for an operator",
+            labels=["kind"],
+        )
+        for kind, count in sorted(dead_letter_counts(self.services).items()):
+            letters.add_metric([kind], count)
+        yield letters
         yield from self.backups()
 
     def backups(self) -> Iterator[Metric]:

@@ -442,3 +442,21 @@ async def ticket_by_id(reads: ProjectionReads, ticket_id: UUID) -> UserTicketRow
     return await reads.one(
         UserTicketRow, SQL(_USER_TICKETS + " WHERE t.ticket_id = %s"), (ticket_id,)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RaceCountRow:
+    status: str
+    races: int
+
+
+async def race_counts(reads: ProjectionReads) -> list[RaceCountRow]:
+    """How many races are in each status (the operator console's races at a glance)."""
+    query = SQL("SELECT status, count(*)::int AS races FROM races GROUP BY status ORDER BY status")
+    return await reads.all(RaceCountRow, query, ())
+
+
+async def latest_races(reads: ProjectionReads, limit: int) -> list[RaceRow]:
+    """The most recently changed races, newest first."""
+    query = SQL("SELECT {} FROM races ORDER BY position DESC LIMIT %s").format(columns(RaceRow))
+    return await reads.all(RaceRow, query, (limit,))

@@ -119,6 +119,25 @@ class Projections:
     def position(self, name: str) -> int:
         return self.status(name).position
 
+    def rebuilds(self) -> dict[str, int]:
+        """How far each rebuild under way has read: the projections whose next generation
+        exists beside the live one, with that generation's position. One left by an
+        interrupted rebuild shows here too, until the next rebuild drops it."""
+        found: dict[str, int] = {}
+        with self.datastore.transaction() as cursor:
+            cursor.execute("SELECT name, generation FROM projection_state ORDER BY name")
+            for row in cursor.fetchall():
+                if row["name"] not in self.classes:
+                    continue
+                view = self.view(row["name"], row["generation"] + 1)
+                cursor.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL AS present", (view.tracking_table_name,)
+                )
+                present = cursor.fetchone()
+                if present is not None and present["present"]:
+                    found[row["name"]] = view.position_in(cursor)
+        return found
+
     def record_stall(self, name: str, position: int, topic: str, error: str) -> None:
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(
@@ -139,18 +158,33 @@ class Projections:
         if not reason.strip():
             raise ValueError("a skip needs a reason")
         with self.datastore.transaction(commit=True) as cursor:
-            stalled = self._stalled_row(cursor, name)
-            position = int(stalled["stalled_position"])
-            cursor.execute(
-                "INSERT INTO projection_skips (name, position, topic, error, reason)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (name, position, stalled["stalled_topic"], stalled["stalled_error"], reason),
-            )
-            view = self.view(name, stalled["generation"])
-            with view.batch(cursor):
-                view.record_position(position)
-            self._clear_stall(cursor, name)
-            return position
+            return self.skip_stalled(cursor, self._stalled_row(cursor, name), reason)
+
+    def stalled_row(self, cursor: Cursor[DictRow], name: str) -> DictRow:
+        """The projection's state row, locked, if it is stalled (else
+        ProjectionNotStalledError): for a caller that resumes or skips in its transaction."""
+        return self._stalled_row(cursor, name)
+
+    def skip_stalled(self, cursor: Cursor[DictRow], stalled: DictRow, reason: str) -> int:
+        """`skip` in the caller's transaction, given the locked row of `stalled_row`."""
+        if not reason.strip():
+            raise ValueError("a skip needs a reason")
+        name = stalled["name"]
+        position = int(stalled["stalled_position"])
+        cursor.execute(
+            "INSERT INTO projection_skips (name, position, topic, error, reason)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (name, position, stalled["stalled_topic"], stalled["stalled_error"], reason),
+        )
+        view = self.view(name, stalled["generation"])
+        with view.batch(cursor):
+            view.record_position(position)
+        self._clear_stall(cursor, name)
+        return position
+
+    def clear_stall(self, cursor: Cursor[DictRow], name: str) -> None:
+        """`resume` in the caller's transaction (after `stalled_row`)."""
+        self._clear_stall(cursor, name)
 
     def skips(self, name: str) -> list[dict[str, Any]]:
         with self.datastore.transaction() as cursor:

@@ -1,13 +1,18 @@
 """The job queue's table and statements (schema step 51): background work as rows.
 
-One queue for every kind of background work that can fail (backtests now; retries and dead
-letters of other work later): a job is a `kind` and a JSON `payload`. Its states:
+One queue for every kind of background work that can fail: a job is a `kind` and a JSON
+`payload`. Backtests are leased by workers; other work (a scheduled job's round, one
+payment's verification) runs where it always ran and only records its failures here, as one
+open row per `(kind, subject)` (`record_failure`, `close_open`), so its retries, backoff and
+dead letters are the same rows, states and operator commands. Its states:
 
     queued --lease--> leased --complete--> succeeded
        ^                 |  \\--fail (attempts left)--> queued (run_at = now + backoff)
        |                 |   \\-fail (none left, or not worth retrying)--> dead
        |                 \\--lease expired, another worker leases it--> leased (attempt + 1)
        \\------------------------- replay (an operator) --------------------- dead
+                                                                          |
+                                                   discard (an operator) -+--> discarded
 
 A lease picks the first ready job (`priority, run_at, id`) `FOR UPDATE SKIP LOCKED`, so
 concurrent workers never wait for nor take the same row, and sets a fresh `lease_token`:
@@ -34,7 +39,9 @@ from psycopg.types.json import Jsonb
 from runtime.reads import Reads, columns
 
 TABLE = "job_queue"
-STATES = ("queued", "leased", "succeeded", "dead")
+STATES = ("queued", "leased", "succeeded", "dead", "discarded")
+OPEN_STATES = ("queued", "leased", "dead")
+"""A row in one of these is work not yet done nor given up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +234,112 @@ def requeue_dead(cursor: Cursor[Any], job_id: UUID, *, now: datetime) -> JobRow 
         {"now": now, "id": job_id},
     )
     return _row(cursor.fetchone())
+
+
+def open_for(
+    cursor: Cursor[Any], kind: str, subjects: Sequence[str], *, discarded: bool = False
+) -> list[JobRow]:
+    """The open rows (queued, leased or dead) of these subjects of one kind, and with
+    `discarded` their discarded rows too."""
+    states = [*OPEN_STATES, "discarded"] if discarded else list(OPEN_STATES)
+    cursor.execute(
+        f"SELECT {_COLUMNS} FROM job_queue WHERE kind = %s AND subject = ANY(%s)"
+        " AND state = ANY(%s)",
+        (kind, list(subjects), states),
+    )
+    return [JobRow(**row) for row in cursor.fetchall()]
+
+
+def lock_subject(cursor: Cursor[Any], kind: str, subject: str) -> None:
+    """Serialize the writers of one subject's open row for the rest of the transaction, so
+    two processes failing at once bump one row instead of opening two."""
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"job_queue:{kind}:{subject}",))
+
+
+def record_attempt_failed(
+    cursor: Cursor[Any],
+    job_id: UUID,
+    *,
+    now: datetime,
+    error: str,
+    dead: bool,
+    run_at: datetime | None,
+) -> JobRow:
+    """One more failed attempt of an unleased row (a leased job's attempt was counted when
+    it was leased: `fail`): queued again at `run_at`, or dead (its `run_at` then, if any,
+    when its owner may probe it again)."""
+    cursor.execute(
+        "UPDATE job_queue j SET attempts = j.attempts + 1,"
+        " state = CASE WHEN %(dead)s THEN 'dead' ELSE 'queued' END,"
+        " run_at = coalesce(%(run_at)s, j.run_at), last_error = %(error)s,"
+        " first_failed_at = coalesce(j.first_failed_at, %(now)s), last_failed_at = %(now)s,"
+        " finished_at = CASE WHEN %(dead)s THEN %(now)s END,"
+        f" updated_at = %(now)s WHERE id = %(id)s RETURNING {_RETURNING}",
+        {"dead": dead, "run_at": run_at, "error": error, "now": now, "id": job_id},
+    )
+    row = _row(cursor.fetchone())
+    assert row is not None
+    return row
+
+
+def close_open(
+    cursor: Cursor[Any], kind: str, subject: str, *, now: datetime, result: dict[str, Any]
+) -> JobRow | None:
+    """The subject's work went through: its open row (a retry that was due, or a dead one
+    probed) succeeds."""
+    cursor.execute(
+        "UPDATE job_queue j SET state = 'succeeded', result = %s, finished_at = %s,"
+        " updated_at = %s WHERE kind = %s AND subject = %s AND state IN ('queued', 'dead')"
+        f" RETURNING {_RETURNING}",
+        (Jsonb(result), now, now, kind, subject),
+    )
+    return _row(cursor.fetchone())
+
+
+def discard_dead(cursor: Cursor[Any], job_id: UUID, *, now: datetime) -> JobRow | None:
+    """A dead job given up for good (None: it is not dead)."""
+    cursor.execute(
+        "UPDATE job_queue j SET state = 'discarded', finished_at = %(now)s,"
+        " updated_at = %(now)s WHERE id = %(id)s AND state = 'dead'"
+        f" RETURNING {_RETURNING}",
+        {"now": now, "id": job_id},
+    )
+    return _row(cursor.fetchone())
+
+
+def dead_letters(
+    cursor: Cursor[Any],
+    *,
+    kind: str | None,
+    include_closed: bool,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+) -> list[JobRow]:
+    """Dead jobs (and with `include_closed`, discarded and replayed ones), the latest
+    failure first (then the id, descending); `before`: only those after that
+    (last failure, id) in this order, a page's keyset cursor."""
+    cursor.execute(
+        f"SELECT {_COLUMNS} FROM job_queue WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)"
+        " AND (state = 'dead' OR (%(closed)s AND (state = 'discarded' OR replays > 0)))"
+        " AND (%(at)s::timestamptz IS NULL"
+        "  OR (coalesce(last_failed_at, '-infinity'), id::text COLLATE \"C\")"
+        '  < (%(at)s, %(id)s::text COLLATE "C"))'
+        " ORDER BY coalesce(last_failed_at, '-infinity') DESC, id::text COLLATE \"C\" DESC"
+        " LIMIT %(limit)s",
+        {
+            "kind": kind,
+            "closed": include_closed,
+            "limit": limit,
+            "at": before[0] if before else None,
+            "id": before[1] if before else None,
+        },
+    )
+    return [JobRow(**row) for row in cursor.fetchall()]
+
+
+def dead_counts(cursor: Cursor[Any]) -> dict[str, int]:
+    cursor.execute("SELECT kind, count(*) AS n FROM job_queue WHERE state = 'dead' GROUP BY kind")
+    return {row["kind"]: int(row["n"]) for row in cursor.fetchall()}
 
 
 def find(cursor: Cursor[Any], *, state: str | None, kind: str | None, limit: int) -> list[JobRow]:

@@ -436,6 +436,35 @@ STEPS: list[tuple[int, str, str]] = [
         CREATE INDEX job_queue_dead ON job_queue (kind, last_failed_at DESC) WHERE state = 'dead';
         """,
     ),
+    (
+        52,
+        "dead letters: a dead job can be discarded; one open row per work item",
+        """
+        ALTER TABLE job_queue DROP CONSTRAINT job_queue_state_check;
+        ALTER TABLE job_queue ADD CONSTRAINT job_queue_state_check
+            CHECK (state IN ('queued', 'leased', 'succeeded', 'dead', 'discarded'));
+        -- What the retried work (scheduled rounds, payment checks) looks up every round.
+        CREATE INDEX job_queue_open_subject ON job_queue (kind, subject)
+            WHERE state IN ('queued', 'leased', 'dead', 'discarded');
+        """,
+    ),
+    (
+        53,
+        "reconciliation runs keep their common position and one row per check",
+        """
+        ALTER TABLE reconciliation_checks ADD COLUMN position bigint;
+        CREATE TABLE reconciliation_check_results (
+            checked_at timestamptz NOT NULL
+                REFERENCES reconciliation_checks (checked_at) ON DELETE CASCADE ON UPDATE CASCADE,
+            name text NOT NULL,
+            ok boolean NOT NULL,
+            position bigint NOT NULL,
+            breach_count integer NOT NULL,
+            breaches jsonb NOT NULL,
+            PRIMARY KEY (checked_at, name)
+        );
+        """,
+    ),
 ]
 
 

@@ -252,7 +252,9 @@ class Settings(BaseSettings):
 
     # The job queue (issue 19) every background job that can fail goes through: seconds a
     # lease lasts without a heartbeat, attempts before a job is dead, and the retry backoff's
-    # base and cap (seconds; doubled per attempt, with jitter). Then the engine's executor:
+    # base and cap (seconds; doubled per attempt, with jitter). The same attempts and backoff
+    # apply to a scheduled job's failing rounds and to one payment's failing check before
+    # they become dead letters (services/dead_letters.py). Then the engine's executor:
     # how often the worker looks for backtest jobs (seconds), and the most bars a backtest
     # and a dry run may ask for.
     job_lease_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)

@@ -6,16 +6,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
 import psycopg
 import typer
-from eventsourcing.domain import event
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
@@ -32,7 +32,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from aggregates.base import CommandContext, DomainAggregate
 from aggregates.errors import DomainError
 from projections.audit_chain import Digest, Verification, record_digest, verify
 from projections.log import HandlerFailedError
@@ -40,17 +39,18 @@ from projections.rebuild import ProjectionNotRebuildableError, rebuild
 from projections.reconciliation import reconcile_and_record
 from projections.registry import PROJECTIONS
 from projections.state import ProjectionNotFoundError, ProjectionNotStalledError
-from runtime.clock import system_clock
 from runtime.database import database_urls
 from runtime.schema import STEPS, RoleError
 from runtime.settings import Settings, SettingsError, load_settings
 from scripts.audit import aggregate_history, dumps, export_events, parse_time
 from scripts.backup import backup_app
+from scripts.dead_letters import dead_letters_app
+from scripts.devchain.cli import devchain_app
 from scripts.jobs import jobs_app
+from scripts.legacy_demo import DemoTab as DemoTab  # old logs' topics: scripts.cli:DemoTab.*
 from scripts.worker import Worker, WorkerProcess, child_env
 from services.audit import state_at
 from services.bootstrap import Services, migrate, open_services
-from services.eventlog import UnitOfWork
 from services.schedule import cadence_driver
 
 log = logging.getLogger("pumpparty")
@@ -69,6 +69,8 @@ ledger_app = typer.Typer(help="The double-entry ledger: reconciliation.")
 app.add_typer(ledger_app, name="ledger", no_args_is_help=True)
 app.add_typer(backup_app, name="backup", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs", no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters", no_args_is_help=True)
+app.add_typer(devchain_app, name="devchain")
 
 err = Console(stderr=True)
 
@@ -417,19 +419,24 @@ AggregateId = Annotated[UUID, typer.Argument(help="The aggregate's id.")]
 
 @ledger_app.command("check")
 def ledger_check(ctx: typer.Context) -> None:
-    """Reconcile the ledger: trial balance zero, balances equal entries, one grant per
-    verified purchase. Records the result; exits 1 on any breach."""
+    """Run every reconciliation check (the registry in `projections.reconciliation`: the
+    ledger, purchases, races, payouts, withdrawals, prop positions, a rebuild sample), at
+    one common log position. Records the result; exits 1 on any breach."""
     with opened(ctx) as services:
         result = reconcile_and_record(
-            services.projections.datastore, services.settings.admin_addresses
+            services.projections.datastore,
+            services.settings.admin_addresses,
+            mapper=services.projections.mapper,
         )
     for breach in result.breaches:
         write(dumps(breach))
     if not result.ok:
+        failing = ", ".join(c.name for c in result.checks if not c.ok)
         fail(
-            f"FAILED: {len(result.breaches)} breach(es), trial balance {result.trial_balance_minor}"
+            f"FAILED: {len(result.breaches)} breach(es) in {failing},"
+            f" trial balance {result.trial_balance_minor}"
         )
-    typer.echo("ok: trial balance 0, balances equal their entries, one grant per verified purchase")
+    typer.echo(f"ok: {len(result.checks)} checks hold at position {result.position}")
 
 
 @audit_app.command("history")
@@ -508,46 +515,44 @@ def audit_digest(ctx: typer.Context) -> None:
 # --- demo --------------------------------------------------------------------------------
 
 
-class DemoTab(DomainAggregate):
-    """A bar tab in USDC minor units: the smallest aggregate to show the machinery with."""
-
-    @event("Opened")
-    def __init__(self, id: UUID, name: str) -> None:
-        self.name = name
-        self.items: list[str] = []
-        self.total_minor = 0
-
-    @event("ItemAdded")
-    def add(self, item: str, price_minor: int) -> None:
-        self.items.append(item)
-        self.total_minor += price_minor
-
-
-def adding(tab_id: UUID, item: str, price_minor: int) -> Callable[[UnitOfWork], None]:
-    return lambda unit: unit.get(DemoTab, tab_id).add(item, price_minor)
-
-
 @app.command()
-def demo(ctx: typer.Context) -> None:
-    """Append a few events through the command path and print their audit trail."""
-    context = CommandContext(
-        actor="admin:demo", occurred_at=system_clock(), correlation_id=f"demo-{uuid4().hex[:8]}"
-    )
-    with opened(ctx, migrate=True) as services:
-        event_log = services.event_log
-        tab_id = event_log.execute(
-            context, lambda unit: unit.add(DemoTab(id=uuid4(), name="demo")).id
-        ).result
-        for item, price_minor in [("pump", 2_500_000), ("party", 1_250_000)]:
-            written = event_log.execute(context, adding(tab_id, item, price_minor))
-            typer.echo(f"added {item!r} at position {written.position}")
-        typer.echo(f"\n$ pumpparty audit history {tab_id}")
-        for entry in aggregate_history(event_log, tab_id):
-            write(dumps(entry))
-        typer.echo(f"\n$ pumpparty audit state {tab_id}")
-        write(dumps(state_at(event_log, tab_id)))
-        typer.echo("\n$ pumpparty audit verify")
-        typer.echo(verdict(verify(services.url)))
+def demo(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A fresh data directory for the demo service (default: a temporary one)."
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="An empty database for the demo (default: embedded in the data dir)."),
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Only start the demo platform and keep it running.")
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Tell the story against this running `--serve` (its environment set)."),
+    ] = None,
+) -> None:
+    """The whole platform offline: a devchain and a demo service of its own, the story from
+    sign-in to a withdrawal on the chain, then `audit verify` and reconciliation
+    (scripts/demo.py). Nothing touches PUMPPARTY_DATABASE_URL's log."""
+    from scripts import demo as story
+
+    console = Console()
+    if serve:
+        story.serve_demo(
+            data_dir=data_dir, database_url=database_url, console=console, stop=trap_stop_signals()
+        )
+        return
+    if url is not None:
+        ok = story.run_demo_against(url, settings_of(ctx), console)
+    else:
+        ok = story.run_demo(data_dir=data_dir, database_url=database_url, console=console)
+    if not ok:
+        raise typer.Exit(1)
 
 
 # --- entry point -------------------------------------------------------------------------

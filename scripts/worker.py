@@ -29,7 +29,9 @@ from tenacity import Retrying, stop_after_attempt, stop_when_event_set, wait_exp
 
 from projections.runner import ProjectionRunner
 from runtime.settings import SettingsError, load_settings
+from services import dead_letters
 from services.bootstrap import Services, open_services
+from services.dead_letters import ScheduledRounds
 from services.schedule import scheduled_jobs
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,7 @@ class Worker:
         self.batch_size = batch_size
         self.idle_wait = idle_wait
         self.heartbeats = Heartbeats(services)
+        self.rounds = ScheduledRounds(dead_letters.queue_of(services))
         self.jobs: dict[str, ScheduledJob] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -209,22 +212,31 @@ class Worker:
         )
 
     def _run_job(self, job: ScheduledJob) -> None:
-        """One round of a job: retried with backoff, then its outcome is the heartbeat."""
-        retrying = Retrying(
-            stop=stop_after_attempt(JOB_ATTEMPTS) | stop_when_event_set(self._stopping),
-            wait=wait_exponential(multiplier=min(job.seconds / 10, 1.0), max=job.seconds),
-            sleep=self._pause,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    outcome = job.func()
-        except Exception as error:
-            log.exception("job %s failed", job.name)
-            self.heartbeats.try_beat(job.name, job.seconds, f"{type(error).__name__}: {error}")
+        """One round of a job: retried with backoff, then its outcome is the heartbeat. A
+        round that still fails is a retry on the job queue (`ScheduledRounds`): later ticks
+        wait for its backoff, and after the last attempt it is a dead letter."""
+
+        def round_() -> object:
+            retrying = Retrying(
+                stop=stop_after_attempt(JOB_ATTEMPTS) | stop_when_event_set(self._stopping),
+                wait=wait_exponential(multiplier=min(job.seconds / 10, 1.0), max=job.seconds),
+                sleep=self._pause,
+                reraise=True,
+            )
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        outcome = job.func()
+            except Exception:
+                log.exception("job %s failed", job.name)
+                raise
+            return outcome
+
+        done = self.rounds.run(job.name, round_)
+        if done.error is not None:
+            self.heartbeats.try_beat(job.name, job.seconds, done.error)
         else:
-            described = None if outcome is None else str(outcome)
+            described = None if done.outcome is None else str(done.outcome)
             self.heartbeats.try_beat(job.name, job.seconds, outcome=described)
 
     def _pause(self, seconds: float) -> None:

@@ -59,7 +59,9 @@ from aggregates.purchases import (
 )
 from aggregates.withdrawals import Withdrawal, WithdrawalStatus
 from runtime.clock import Clock
+from runtime.job_queue import JobRow
 from services.eventlog import EventLog, UnitOfWork, Written
+from services.job_queue import JobQueue, RetriedWork
 from services.jobs import job_context
 from services.ledger import post_pending, post_transfer
 
@@ -525,26 +527,89 @@ def confirm_if_pending(
     return Written(checked.result, max(written.position, checked.position))
 
 
+DEPOSIT_VERIFICATION = "deposit_verification"
+"""The job queue's kind for one purchase's or deposit's check that failed."""
+WITHDRAWAL_VERIFICATION = "withdrawal_verification"
+"""The job queue's kind for one withdrawal's reported transaction's check that failed."""
+NODE_FAILURES = (Reason.RPC_UNAVAILABLE, Reason.RPC_WRONG_CHAIN)
+"""Pending because the node failed us for this tx, not because the chain is not final yet:
+a failure of the check, retried with backoff (waiting for confirmations is not)."""
+
+
 @dataclass(frozen=True)
 class DepositConfirmations:
     """The poller job: re-check every pending purchase and deposit, and every withdrawal
-    whose reported transaction is being verified; a round answers how many settled."""
+    whose reported transaction is being verified; a round answers how many settled.
+
+    With `retries` (the job queue), a payment whose check fails (the node errored for its
+    tx, or anything unexpected) is retried after a capped, jittered backoff of its own and
+    becomes a dead letter after the last attempt (`services/dead_letters.py`); until its
+    retry is due, while it is dead, and for good once discarded, the rounds pass it by.
+    The others carry on."""
 
     event_log: EventLog
     node: DepositObserver
     policy: DepositPolicy
     pending: Callable[[], list[UUID]]
     clock: Clock
+    retries: JobQueue | None = None
 
     def __call__(self) -> int:
         settled = 0
-        for payment_id in self.pending():
+        payments = self.pending()
+        failed_before = self._open([str(payment_id) for payment_id in payments])
+        for payment_id in payments:
+            retry = failed_before.get(str(payment_id))
+            if retry is not None and retry[0].is_held(retry[1]):
+                continue
             context = job_context(DEPOSIT_JOB, self.clock, str(payment_id))
             try:
                 state = confirm(self.event_log, context, self.node, self.policy, payment_id)
-            except Exception:
+            except Exception as error:
                 # One payment that cannot be settled must not hold up the others.
                 log.exception("could not settle payment %s", payment_id)
+                self._failed(payment_id, f"{type(error).__name__}: {error}")
                 continue
-            settled += state.result.status != "pending_confirmations"
+            result = state.result
+            if result.status is PurchaseStatus.PENDING and result.reason in NODE_FAILURES:
+                self._failed(
+                    payment_id, f"the EVM node failed for {result.tx_hash}: {result.reason}"
+                )
+                continue
+            if retry is not None:
+                self._succeeded(retry[0], payment_id, result)
+            settled += result.status != "pending_confirmations"
         return settled
+
+    def _open(self, subjects: list[str]) -> dict[str, tuple[RetriedWork, JobRow]]:
+        """The payments that failed before, with their open rows."""
+        if self.retries is None:
+            return {}
+        found: dict[str, tuple[RetriedWork, JobRow]] = {}
+        for kind in (DEPOSIT_VERIFICATION, WITHDRAWAL_VERIFICATION):
+            work = RetriedWork(self.retries, kind, discard_is_final=True)
+            found |= {subject: (work, row) for subject, row in work.open(subjects).items()}
+        return found
+
+    def _failed(self, payment_id: UUID, error: str) -> None:
+        if self.retries is None:
+            return
+        work = RetriedWork(self.retries, self._kind_of(payment_id), discard_is_final=True)
+        try:
+            work.failed(str(payment_id), error, {"payment_id": str(payment_id)})
+        except Exception:  # the database away: this payment is simply checked again
+            log.exception("could not record the failed check of payment %s", payment_id)
+
+    @staticmethod
+    def _succeeded(work: RetriedWork, payment_id: UUID, result: PaymentState) -> None:
+        try:
+            work.succeeded(str(payment_id), {"status": str(result.status)})
+        except Exception:  # the database away: the next round closes it
+            log.exception("could not close the retry of payment %s", payment_id)
+
+    def _kind_of(self, payment_id: UUID) -> str:
+        try:
+            loaded: object = self.event_log.repository.get(payment_id)
+        except Exception:
+            return DEPOSIT_VERIFICATION
+        return WITHDRAWAL_VERIFICATION if isinstance(loaded, Withdrawal) else DEPOSIT_VERIFICATION

@@ -11,6 +11,12 @@ find it. The API:
     queue.complete(lease.job_id, lease.token, result)      # or:
     queue.fail(lease.job_id, lease.token, "what went wrong", retry=True)
     queue.replay(event_log, context, job_id, reason)       # an operator: dead -> queued
+    queue.discard(event_log, context, job_id, reason)      # an operator: dead -> discarded
+
+Work that is not leased (a scheduled job's round, one payment's verification) keeps running
+where it runs and records only its failures here, through `RetriedWork`: one open row per
+work item (`kind`, `subject`), whose attempts, backoff and dead state are the same as a
+leased job's, so operators see and decide about every kind of background work alike.
 
 A failed attempt is queued again after a capped, jittered exponential backoff
 (`runtime.job_queue.backoff`); after `max_attempts` (or when the handler says retrying
@@ -35,7 +41,13 @@ from uuid import UUID, uuid4
 from eventsourcing.postgres import PostgresDatastore
 
 from aggregates.base import CommandContext
-from aggregates.dead_letters import DeadLetter, JobNotDeadError, dead_letter_id
+from aggregates.dead_letters import (
+    DeadLetter,
+    DeadLetterDiscardedError,
+    DiscardReasonMissingError,
+    JobNotDeadError,
+    dead_letter_id,
+)
 from aggregates.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError
 from runtime import job_queue as sql
 from runtime.clock import Clock
@@ -238,6 +250,8 @@ class JobQueue:
             row = sql.get(cursor, job_id, lock=True)
             if row is None:
                 raise JobNotFoundError(f"job {job_id} not found")
+            if row.state == "discarded":
+                raise DeadLetterDiscardedError(f"job {job_id} was discarded; it never runs again")
             if row.state != "dead":
                 raise JobNotDeadError(f"job {job_id} is {row.state}; only a dead job is replayed")
             dead = row
@@ -253,6 +267,106 @@ class JobQueue:
             queued = sql.requeue_dead(cursor, job_id, now=self.clock())
         assert queued is not None
         return Written(queued, written.position)
+
+    def discard(
+        self, event_log: EventLog, context: CommandContext, job_id: UUID, reason: str
+    ) -> Written[JobRow]:
+        """An operator gives a dead job up for good: it never runs again. Like a replay, the
+        decision (`DeadLetter.Discarded`, with the actor and the reason) is appended while
+        the row is locked, and the row is discarded in that same transaction."""
+        if not reason.strip():
+            raise DiscardReasonMissingError("a discard needs a reason")
+        with self.datastore.transaction(commit=True) as cursor:
+            row = sql.get(cursor, job_id, lock=True)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} not found")
+            if row.state == "discarded":
+                raise DeadLetterDiscardedError(f"job {job_id} was already discarded")
+            if row.state != "dead":
+                raise JobNotDeadError(f"job {job_id} is {row.state}; only a dead job is discarded")
+            dead = row
+
+            def decide(unit: UnitOfWork) -> None:
+                letter_id = dead_letter_id(job_id)
+                letter = unit.find(DeadLetter, letter_id) or unit.add(
+                    DeadLetter(letter_id, job_id, dead.kind)
+                )
+                letter.discard(reason, dead.attempts, dead.last_error)
+
+            written = event_log.execute(context, decide)
+            discarded = sql.discard_dead(cursor, job_id, now=self.clock())
+        assert discarded is not None
+        return Written(discarded, written.position)
+
+    # --- work that is not leased: its failures only --------------------------------------
+
+    def open_items(
+        self, kind: str, subjects: Sequence[str], *, discarded: bool = False
+    ) -> dict[str, JobRow]:
+        """The open row (queued for a retry, or dead) of each of these subjects that has one;
+        with `discarded`, a discarded row counts too."""
+        if not subjects:
+            return {}
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = sql.open_for(cursor, kind, subjects, discarded=discarded)
+        return {row.subject: row for row in rows if row.subject is not None}
+
+    def record_failure(
+        self,
+        kind: str,
+        subject: str,
+        error: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        probe_dead: bool = False,
+    ) -> JobRow:
+        """One more failed attempt of a work item: its open row is opened (first failure)
+        or bumped, queued again after the backoff while attempts remain, else dead. With
+        `probe_dead`, a dead row's `run_at` is when its owner may try it again (the backoff's
+        cap from now); without, it stays where it was."""
+        now = self.clock()
+        with self.datastore.transaction(commit=True) as cursor:
+            sql.lock_subject(cursor, kind, subject)
+            rows = sql.open_for(cursor, kind, [subject])
+            if rows:
+                row = rows[0]
+            else:
+                job_id = uuid4()
+                sql.insert(
+                    cursor,
+                    job_id=job_id,
+                    kind=kind,
+                    payload=payload or {},
+                    subject=subject,
+                    fingerprint=None,
+                    priority=100,
+                    run_at=now,
+                    max_attempts=self.policy.max_attempts,
+                    now=now,
+                )
+                opened = sql.get(cursor, job_id)
+                assert opened is not None
+                row = opened
+            dead = row.state == "dead" or row.attempts + 1 >= row.max_attempts
+            run_at = None
+            if not dead:
+                delay = sql.backoff(
+                    row.attempts + 1,
+                    self.policy.backoff_base,
+                    self.policy.backoff_max,
+                    self.jitter(),
+                )
+                run_at = now + timedelta(seconds=delay)
+            elif probe_dead:
+                run_at = now + timedelta(seconds=self.policy.backoff_max)
+            return sql.record_attempt_failed(
+                cursor, row.id, now=now, error=error[:2000], dead=dead, run_at=run_at
+            )
+
+    def record_success(self, kind: str, subject: str, result: dict[str, Any]) -> JobRow | None:
+        """The work item went through: its open retry (if any) is done."""
+        with self.datastore.transaction(commit=True) as cursor:
+            return sql.close_open(cursor, kind, subject, now=self.clock(), result=result)
 
     @staticmethod
     def _refuse(cursor: Any, job_id: UUID) -> None:
@@ -343,3 +457,54 @@ class JobConsumer:
         except StaleLeaseError:
             return "lost"
         return "dead" if row.state == "dead" else "retried"
+
+
+# --- work that is not leased -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetriedWork:
+    """The retries of work items of one kind that run where they always ran (a scheduled
+    job's round, one payment's check): before running an item, ask whether it is `held`
+    (its retry is not due yet, or it is dead, waiting for an operator); after, report
+    `failed` or `succeeded`. A replayed item is queued and due at once, so the next pass
+    runs it.
+
+    `probe_dead`: a dead item is still tried once per backoff cap (a success clears the
+    dead letter, a failure keeps it), for work that must not stop for good on an outage
+    nobody fixed yet (a scheduled job); without, it waits for an operator (a payment).
+    `discard_is_final`: a discarded item's subject stays held for good (a payment's check);
+    without, the discarded run is closed and the subject's next run is new work (a
+    scheduled job's next round)."""
+
+    queue: JobQueue
+    kind: str
+    probe_dead: bool = False
+    discard_is_final: bool = False
+
+    def open(self, subjects: Sequence[str]) -> dict[str, JobRow]:
+        """The subjects that failed before, each with its open (or final) row."""
+        return self.queue.open_items(self.kind, subjects, discarded=self.discard_is_final)
+
+    def is_held(self, row: JobRow) -> bool:
+        """Not to run now: its retry (or probe) is not due yet, it is dead, discarded, or
+        leased by someone."""
+        due = row.run_at <= self.queue.clock()
+        if row.state == "queued" or (row.state == "dead" and self.probe_dead):
+            return not due
+        return True
+
+    def held(self, subjects: Sequence[str]) -> dict[str, JobRow]:
+        """The subjects not to run now, each with its open row."""
+        return {s: row for s, row in self.open(subjects).items() if self.is_held(row)}
+
+    def failed(self, subject: str, error: str, payload: dict[str, Any] | None = None) -> JobRow:
+        row = self.queue.record_failure(
+            self.kind, subject, error, payload, probe_dead=self.probe_dead
+        )
+        if row.state == "dead" and row.attempts == row.max_attempts:  # it just died
+            log.error("%s %s is a dead letter after %d attempts", self.kind, subject, row.attempts)
+        return row
+
+    def succeeded(self, subject: str, result: dict[str, Any] | None = None) -> None:
+        self.queue.record_success(self.kind, subject, result or {})

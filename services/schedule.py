@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from ingest.ingestion import Ingestion
+from ingest.providers import open_model_router
 from projections.arena import admission_candidates
 from projections.audit_chain import record_digest
 from projections.audition_queue import auditions_to_evaluate
@@ -25,6 +26,7 @@ from services.bootstrap import Services
 from services.cadence import CADENCE_JOB, CadenceDriver
 from services.economy import DEPOSIT_JOB, DepositConfirmations
 from services.identity import NONCE_PRUNE_JOB, PruneSignInNonces
+from services.job_queue import JobQueue, queue_policy
 from services.prop_trading import MARK_JOB, MarkToMarket
 from services.races import CALENDAR_JOB, RaceCalendar, payout_policy, race_tickets
 
@@ -88,17 +90,21 @@ def scheduled_jobs(services: Services, *, clock: Clock | None = None) -> Schedul
                 # Payments in (purchases, deposits) and out (withdrawals' reported txs).
                 lambda: pending_payments(datastore) + withdrawals_to_verify(datastore),
                 clock,
+                # A payment whose check fails is retried, then dead-lettered, on its own.
+                JobQueue(datastore, clock, queue_policy(settings)),
             ),
             settings.deposit_poll_interval,
         ),
         NONCE_PRUNE_JOB: (PruneSignInNonces(services.event_log, clock), settings.nonce_ttl),
         BACKTEST_JOB: (
-            backtest_worker(datastore, clock, settings),
+            backtest_worker(datastore, clock, settings, services.event_log),
             settings.backtest_poll_interval,
         ),
         CADENCE_JOB: (cadence_driver(services, clock), settings.engine_cadence_interval),
         "ledger_reconciliation": (
-            lambda: reconcile_and_record(datastore, settings.admin_addresses),
+            lambda: reconcile_and_record(
+                datastore, settings.admin_addresses, mapper=services.projections.mapper
+            ),
             settings.reconciliation_interval,
         ),
         # Looks hourly; dumps, restores into a scratch cluster and verifies once a day.
@@ -141,4 +147,5 @@ def cadence_driver(services: Services, clock: Clock) -> CadenceDriver:
         settings.engine_candle_interval,
         settings.engine_max_accounts,
         timedelta(seconds=settings.prop_max_mark_age),
+        router=open_model_router(settings, clock=clock),  # model nodes: the `model-node` route
     )

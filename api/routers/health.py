@@ -51,6 +51,14 @@ class WorkerHealthPublic(BaseModel):
     )
 
 
+class ReconciliationCheckPublic(BaseModel):
+    name: str
+    rule: str | None = Field(description="the invariant the check holds, in one line")
+    ok: bool
+    position: int = Field(description="the log position the check was judged at")
+    breach_count: int
+
+
 class ReconciliationPublic(BaseModel):
     status: str = Field(
         description="`ok`, `failing` (a check was breached), `stale` (the last completed"
@@ -62,6 +70,12 @@ class ReconciliationPublic(BaseModel):
     stale_after_seconds: float
     trial_balance_minor: str | None
     breaches: list[dict[str, Any]]
+    position: int | None = Field(
+        default=None, description="the run's common log position (the lowest its models stood at)"
+    )
+    checks: list[ReconciliationCheckPublic] = Field(
+        default_factory=list, description="every registered check of the run, by name"
+    )
 
 
 @router.get("", operation_id="health")
@@ -140,4 +154,15 @@ async def reconciliation_health(reads: ReadsDep, settings: SettingsDep) -> Recon
         stale_after_seconds=stale_after,
         trial_balance_minor=str(result.trial_balance_minor),
         breaches=result.breaches,
+        position=result.position,
+        checks=[
+            ReconciliationCheckPublic(
+                name=c.name,
+                rule=reconciliation.RULES.get(c.name),
+                ok=c.ok,
+                position=c.position,
+                breach_count=c.breach_count,
+            )
+            for c in result.checks
+        ],
     )
