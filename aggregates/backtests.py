@@ -423,6 +423,10 @@ class BacktestReport(BaseModel):
     fee_bps: str
     slippage_bps: str
     model_evaluator: str
+    model_calls: int = 0
+    """Provider calls the model nodes made (one per node per backtest: every bar at once)."""
+    model_prompt_tokens: int = 0
+    model_completion_tokens: int = 0
     missing_channels: list[str]
     trade_log: list[TradeRecord]
     """The latest trades (at most 100)."""

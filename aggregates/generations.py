@@ -25,7 +25,7 @@ from aggregates.base import DomainAggregate
 from aggregates.errors import ConflictError, InvalidCommandError
 from aggregates.ports import TokenUsage
 
-ArtifactKind = Literal["prompt", "raw-output", "graph"]
+ArtifactKind = Literal["prompt", "raw-output", "graph", "decision-record", "backtest-report"]
 
 
 @dataclass(frozen=True)

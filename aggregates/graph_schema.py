@@ -30,6 +30,10 @@ _DROPPED = frozenset({"title", "default", "examples", "discriminator", "minLengt
 def strategy_graph_json_schema(rules: GraphRules | None = None) -> dict[str, Any]:
     """The strict JSON Schema of a strategy graph (narrowed to `rules` when given)."""
     schema = _strict(StrategyGraph.model_json_schema(by_alias=True, mode="validation"))
+    # The cadence is the owner's choice, not the model's; strict output would have to
+    # answer it, and a graph without one keeps the canonical form it always had.
+    schema["properties"].pop("cadence", None)
+    schema["required"] = [name for name in schema["required"] if name != "cadence"]
     if rules is not None:
         _narrow(schema, rules)
     return schema

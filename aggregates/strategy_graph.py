@@ -269,11 +269,17 @@ class Edge(BaseModel):
     port: PortName = "in"
 
 
+Cadence = Literal["1m", "5m", "15m", "1h"]
+"""How often a running account's graph is evaluated: once per closed bar of this interval."""
+
+
 class StrategyGraph(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     nodes: list[Node]
     edges: list[Edge] = []
+    cadence: Cadence | None = None
+    """The bar the cadence driver trades on (None: the engine's default interval)."""
 
 
 # --- canonical form and version id ----------------------------------------------------------
@@ -287,6 +293,9 @@ def canonical_document(graph: StrategyGraph) -> dict[str, Any]:
             node["prompt"]["variables"].sort()
     document["nodes"].sort(key=lambda node: node["id"])
     document["edges"].sort(key=lambda edge: (edge["from"], edge["to"], edge["port"]))
+    if document.get("cadence") is None:
+        # Graphs without a cadence keep the canonical form (and version id) they always had.
+        document.pop("cadence", None)
     return document
 
 

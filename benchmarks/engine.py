@@ -1,12 +1,13 @@
 """(g) The strategy executor: backtests of a 12-node graph over 5,000 candles x 10 assets.
 
 Pure CPU, no database: each asset gets a seeded random walk of 5-minute candles and the
-same 12-node graph bound to it (two candle channels, five transforms, a model through the
-offline evaluator, two signals, a risk rule with a stop, an action). A round backtests all
-ten (`aggregates.backtests.backtest`: evaluate every node, fill the decisions at the next
-opens, the report with its data hash); the figure is candles per second of the median
-round. Beside it, what the cadence driver pays per account and asset each bar:
-`decide_latest` on one asset's latest `lookback` bars.
+same 12-node graph bound to it (two candle channels, five transforms, a model node through
+the model router with the offline provider, as backtest jobs run it, two signals, a risk
+rule with a stop, an action). A round backtests all ten (`aggregates.backtests.backtest`:
+evaluate every node, fill the decisions at the next opens, the report with its data hash);
+the figure is candles per second of the median round. Beside it, what the cadence driver
+pays per account and asset each bar: `decide_latest` on one asset's latest `lookback` bars,
+its model node one routed call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aggregates.strategy_executor import (
 )
 from aggregates.strategy_graph import GraphRules, check_graph
 from benchmarks.harness import Figure
+from ingest.providers.model_nodes import RoutedModel, offline_router
 
 TARGET = 100_000  # candles per second
 FIVE_MINUTES = 300_000  # ms
@@ -138,9 +140,13 @@ def engine_figures(plan: EnginePlan) -> list[Figure]:
     audition = rule_set("audition")
     equity = Decimal("10000")
     seconds, trades = [], 0
+    router = offline_router()
     for _ in range(plan.rounds):
         started = time.perf_counter()
-        reports = [backtest(strategy, frame, audition, equity) for strategy, frame in runs]
+        reports = [
+            backtest(strategy, frame, audition, equity, RoutedModel(router))
+            for strategy, frame in runs
+        ]
         seconds.append(time.perf_counter() - started)
         trades = sum(r.trades for r in reports)
     candles = plan.candles * plan.assets
@@ -150,14 +156,14 @@ def engine_figures(plan: EnginePlan) -> list[Figure]:
     window = frame.tail(strategy.lookback(frame.interval))
     started = time.perf_counter()
     for _ in range(plan.latest_calls):
-        decide_latest(strategy, window, Holding())
+        decide_latest(strategy, window, Holding(), RoutedModel(router))
     per_call_ms = (time.perf_counter() - started) / plan.latest_calls * 1000
     return [
         Figure(
             section="(g) executor",
             measure=(
                 f"backtest, 12-node graph, {plan.candles:,} candles x {plan.assets} assets"
-                " (offline model)"
+                " (model node through the router, offline provider)"
             ),
             value=rate,
             unit="candles/s",

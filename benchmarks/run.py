@@ -25,6 +25,7 @@ from rich.console import Console
 
 from benchmarks.aggregates import SNAPSHOT_INTERVAL
 from benchmarks.appends import AppendBenchmark, AppendResult
+from benchmarks.cadence import QUICK_CADENCE, CadencePlan, cadence_figures
 from benchmarks.engine import QUICK_ENGINE, EnginePlan, engine_figures
 from benchmarks.harness import Figure, fresh_services, server
 from benchmarks.loads import LoadResult, run_loads
@@ -43,7 +44,7 @@ COMMAND_TARGETS = {1: 0.3, 32: 0.5}  # HTTP commands, x raw INSERT+COMMIT (1 wri
 READ_TARGET = 0.5  # HTTP reads, x the bare route
 READ_P99_MS = 20.0  # at 4 connections
 LAG_P99_MS = 250.0
-SECTIONS = ("a", "b", "c", "d", "e", "f", "g")
+SECTIONS = ("a", "b", "c", "d", "e", "f", "g", "h")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Plan:
     http: HttpPlan = field(default_factory=HttpPlan)
     tickets: TicketPlan = field(default_factory=TicketPlan)
     engine: EnginePlan = field(default_factory=EnginePlan)
+    cadence: CadencePlan = field(default_factory=CadencePlan)
 
 
 QUICK = Plan(
@@ -70,6 +72,7 @@ QUICK = Plan(
     http=HttpPlan(seconds=0.5, warmup=0.2, rounds=1, users=8, clones_per_user=2),
     tickets=QUICK_TICKETS,
     engine=QUICK_ENGINE,
+    cadence=QUICK_CADENCE,
 )
 
 TEMPLATE = """# Benchmark results
@@ -126,6 +129,9 @@ def main() -> None:
         if "g" in only:
             with _section(console, "(g) executor"):
                 figures += engine_figures(plan.engine)
+        if "h" in only:
+            with _section(console, "(h) cadence"), fresh_services(url, "cadence") as s:
+                figures += cadence_figures(s, plan.cadence)
     elapsed = time.perf_counter() - started
     heading = _heading(plan, where, server_version, load_before, elapsed)
     print_table(console, figures, title="Pump Party ledger benchmarks")
@@ -419,6 +425,13 @@ def _heading(
         f" {plan.engine.candles:,} seeded random-walk 5-minute candles for each of"
         f" {plan.engine.assets} assets, one process, wall clock; median of"
         f" {plan.engine.rounds} rounds. `decide_latest`: one asset's latest lookback bars.",
+        f"- (h) The cadence driver's round (`services.cadence.CadenceDriver`, as the worker's"
+        f" `engine_cadence` job runs it) over {plan.cadence.accounts} prop accounts on"
+        f" {plan.cadence.clones_per_asset * 3} published clones (the 12-node graph,"
+        " `cadence: 1m`, BTC/ETH/SOL), one new closed 1-minute bar and mark per asset before"
+        " each round: decide, submit the prop action when the target moved, record the"
+        " decision, each account under its advisory lock; a projection runner follows the"
+        f" log in a thread; median of {plan.cadence.rounds} rounds, wall clock.",
     ]
 
 

@@ -5,18 +5,27 @@ The artifacts arrive in the events (`Generation.Answered`, `.Completed`), so thi
 is the content-addressed store: `generation_artifacts` keeps each content once under its
 hash (bytea, whatever a model wrote), `generation_artifact_refs` says which generation of
 which clone made which artifact, in log order (`position`, then `ordinal` within an event).
+
+The cadence driver's decisions (`TradingDecisions.Decided`) land here too: each decision's
+record (`aggregates.decisions.decision_record`) is an artifact of the account's clone
+(`account_id` set, no generation), and its model nodes' provider calls are rows of
+`generation_calls` (purpose `model-node`), so per-clone and per-user usage count them. A
+backtest job's report (`BacktestReportRecord.Recorded`) is an artifact of its clone too
+(`job_id` set).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import ClassVar
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL
 
+from aggregates.backtest_reports import BacktestReportRecord
+from aggregates.decisions import TradingDecisions, decision_record
 from aggregates.generations import Generation
 from projections.base import ProjectionView, ReadModel
 from projections.dispatch import event_handlers, topics_of
@@ -44,12 +53,14 @@ class GenerationsView(ProjectionView):
             position bigint NOT NULL UNIQUE
         )""",
         "generation_calls": """(
-            position bigint PRIMARY KEY,
-            generation_id uuid NOT NULL,
+            position bigint NOT NULL,
+            ordinal integer NOT NULL DEFAULT 0,
+            generation_id uuid,
+            account_id uuid,
             clone_id uuid NOT NULL,
             owner_id uuid NOT NULL,
             day date NOT NULL,
-            round integer NOT NULL,
+            round integer,
             purpose text NOT NULL,
             provider text NOT NULL,
             model text NOT NULL,
@@ -61,7 +72,8 @@ class GenerationsView(ProjectionView):
             detail text NOT NULL,
             retry_after_ms bigint,
             duration_ms bigint NOT NULL,
-            occurred_at timestamptz NOT NULL
+            occurred_at timestamptz NOT NULL,
+            PRIMARY KEY (position, ordinal)
         )""",
         "generation_artifacts": """(
             sha256 text PRIMARY KEY,
@@ -73,7 +85,9 @@ class GenerationsView(ProjectionView):
         "generation_artifact_refs": """(
             position bigint NOT NULL,
             ordinal integer NOT NULL,
-            generation_id uuid NOT NULL,
+            generation_id uuid,
+            account_id uuid,
+            job_id uuid,
             clone_id uuid NOT NULL,
             owner_id uuid NOT NULL,
             kind text NOT NULL,
@@ -217,6 +231,94 @@ class GenerationsView(ProjectionView):
                 ),
             )
 
+    def decide(self, event: TradingDecisions.Decided, position: int) -> None:
+        """A decision's record as an artifact of the account's clone, and its model calls."""
+        if event.clone_id is None or event.owner_id is None:
+            return  # recorded before decisions named their clone: nothing to list it under
+        day = event.timestamp.astimezone(UTC).date()
+        for ordinal, call in enumerate(event.model_calls or []):
+            self.cursor.execute(
+                SQL(
+                    "INSERT INTO {} (position, ordinal, account_id, clone_id, owner_id, day,"
+                    " purpose, provider, model, request_hash, prompt_tokens, completion_tokens,"
+                    " cached_tokens, outcome, detail, retry_after_ms, duration_ms, occurred_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s)"
+                ).format(self.table("generation_calls")),
+                (
+                    position,
+                    ordinal,
+                    event.account_id,
+                    event.clone_id,
+                    event.owner_id,
+                    day,
+                    call["purpose"],
+                    call["provider"],
+                    call["model"],
+                    call["request_hash"],
+                    call["prompt_tokens"],
+                    call["completion_tokens"],
+                    call["cached_tokens"],
+                    call["outcome"],
+                    call["detail"],
+                    call["retry_after_ms"],
+                    call["duration_ms"],
+                    event.timestamp,
+                ),
+            )
+        record = decision_record(event)
+        content = record.content.encode("utf-8")
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (sha256, media_type, size_bytes, content, first_position)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING"
+            ).format(self.table("generation_artifacts")),
+            (record.sha256, record.media_type, len(content), content, position),
+        )
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (position, ordinal, account_id, clone_id, owner_id, kind,"
+                " sha256, created_at) VALUES (%s, 0, %s, %s, %s, %s, %s, %s)"
+            ).format(self.table("generation_artifact_refs")),
+            (
+                position,
+                event.account_id,
+                event.clone_id,
+                event.owner_id,
+                record.kind,
+                record.sha256,
+                event.timestamp,
+            ),
+        )
+
+    def report(self, event: BacktestReportRecord.Recorded, position: int) -> None:
+        """A backtest job's report as an artifact of its clone."""
+        for ordinal, artifact in enumerate(event.artifacts):
+            content = artifact["content"].encode("utf-8")
+            self.cursor.execute(
+                SQL(
+                    "INSERT INTO {} (sha256, media_type, size_bytes, content, first_position)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING"
+                ).format(self.table("generation_artifacts")),
+                (artifact["sha256"], artifact["media_type"], len(content), content, position),
+            )
+            self.cursor.execute(
+                SQL(
+                    "INSERT INTO {} (position, ordinal, job_id, clone_id, owner_id, kind, sha256,"
+                    " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(self.table("generation_artifact_refs")),
+                (
+                    position,
+                    ordinal,
+                    event.job_id,
+                    event.clone_id,
+                    event.owner_id,
+                    artifact["kind"],
+                    artifact["sha256"],
+                    event.timestamp,
+                ),
+            )
+
 
 class Generations(ReadModel[GenerationsView]):
     name = "generations"
@@ -228,6 +330,8 @@ class Generations(ReadModel[GenerationsView]):
         Generation.Answered,
         Generation.Completed,
         Generation.Failed,
+        TradingDecisions.Decided,
+        BacktestReportRecord.Recorded,
     )
 
     process_event = event_handlers()
@@ -263,6 +367,14 @@ class Generations(ReadModel[GenerationsView]):
     @process_event.register
     def _(self, event: Generation.Failed, tracking: Tracking) -> None:
         self.view.fail(event.originator_id, event.code, event.timestamp)
+
+    @process_event.register
+    def _(self, event: TradingDecisions.Decided, tracking: Tracking) -> None:
+        self.view.decide(event, tracking.notification_id)
+
+    @process_event.register
+    def _(self, event: BacktestReportRecord.Recorded, tracking: Tracking) -> None:
+        self.view.report(event, tracking.notification_id)
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -305,7 +417,9 @@ class ArtifactRow:
     kind: str
     media_type: str
     size_bytes: int
-    generation_id: UUID
+    generation_id: UUID | None
+    account_id: UUID | None
+    job_id: UUID | None
     round: int | None
     created_at: datetime
     position: int
@@ -334,13 +448,17 @@ async def usage_of_clone_by_model(reads: ProjectionReads, clone_id: UUID) -> lis
     return await reads.all(ModelUsageRow, query, (clone_id,))
 
 
-async def usage_of_user(reads: ProjectionReads, owner_id: UUID, day: date | None) -> UsageRow:
-    """The user's usage on one UTC day (the budget's), or over all time (`day` None)."""
+async def usage_of_user(
+    reads: ProjectionReads, owner_id: UUID, day: date | None, *, generations_only: bool = False
+) -> UsageRow:
+    """The user's usage on one UTC day (the budget's), or over all time (`day` None); with
+    `generations_only`, the calls the daily generation budget counts (not model nodes')."""
     query = (
         f"SELECT {_TOTALS} FROM generation_calls WHERE owner_id = %s"
         " AND (%s::date IS NULL OR day = %s::date)"
+        " AND (NOT %s OR generation_id IS NOT NULL)"
     )
-    row = await reads.one(UsageRow, query, (owner_id, day, day))
+    row = await reads.one(UsageRow, query, (owner_id, day, day, generations_only))
     assert row is not None
     return row
 
@@ -363,7 +481,8 @@ async def artifacts_of_clone(
     position and ordinal)."""
     after = (page.position(), page.position("ordinal"))
     query = (
-        "SELECT r.sha256, r.kind, a.media_type, a.size_bytes, r.generation_id, r.round,"
+        "SELECT r.sha256, r.kind, a.media_type, a.size_bytes, r.generation_id, r.account_id,"
+        " r.job_id, r.round,"
         " r.created_at, r.position, r.ordinal"
         " FROM generation_artifact_refs r JOIN generation_artifacts a USING (sha256)"
         " WHERE r.clone_id = %s AND (r.position, r.ordinal) > (%s, %s)"

@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 from eventsourcing.postgres import PostgresDatastore
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from aggregates.backtest_reports import BacktestReportRecord, report_record_id
 from aggregates.backtests import (
     BacktestReport,
     BarDecision,
@@ -32,11 +33,10 @@ from aggregates.backtests import (
     simulate,
 )
 from aggregates.backtests import Simulation as BacktestSimulation
-from aggregates.base import derive_id, fingerprint
+from aggregates.base import CommandContext, derive_id, fingerprint
 from aggregates.errors import InvalidCommandError
 from aggregates.prop_rules import RuleSet, UnknownRuleSetError, rule_set
 from aggregates.strategy_executor import (
-    OFFLINE_MODEL,
     GraphNotExecutableError,
     MarketFrame,
     Strategy,
@@ -44,10 +44,13 @@ from aggregates.strategy_executor import (
 )
 from aggregates.strategy_graph import GraphRules, check_graph
 from ingest.candles import MarketDataMissingError, closed_bar_count, market_frame
+from ingest.providers.model_nodes import RoutedModel, offline_router
 from runtime.clock import Clock
 from runtime.job_queue import JobRow
 from runtime.settings import Settings
+from services.eventlog import EventLog, UnitOfWork
 from services.job_queue import JobConsumer, JobQueue, Lease, PermanentJobError, queue_policy
+from services.jobs import job_context
 
 BACKTEST_KIND = "backtest"
 BACKTEST_JOB = "backtest_worker"
@@ -117,6 +120,7 @@ class DryRun:
     simulation: BacktestSimulation
     decisions: list[BarDecision]
     lookback: int
+    model_evaluator: str
 
     @property
     def frame(self) -> MarketFrame:
@@ -148,8 +152,9 @@ def dry_run(
     lookback = strategy.lookback(interval)
     with datastore.transaction(commit=False) as cursor:
         frame = market_frame(cursor, strategy, interval=interval, end=now, bars=bars + lookback - 1)
-    simulation = simulate(strategy, frame, Costs.of(rules_in_force), float(starting_equity))
-    return DryRun(strategy, simulation, bar_decisions(simulation, bars), lookback)
+    models = RoutedModel(offline_router())
+    simulation = simulate(strategy, frame, Costs.of(rules_in_force), float(starting_equity), models)
+    return DryRun(strategy, simulation, bar_decisions(simulation, bars), lookback, models.name)
 
 
 # --- backtests ------------------------------------------------------------------------------
@@ -253,32 +258,79 @@ def run_backtest(payload: dict[str, Any], frame: MarketFrame) -> BacktestReport:
         raise PermanentJobError(str(error)) from None
     if strategy.version != job.version_id:
         raise PermanentJobError("the job's graph does not hash to its version id")
-    return backtest(strategy, frame, rules, job.terms.starting_equity, OFFLINE_MODEL)
+    # Model nodes go through a router with the offline provider alone, so every worker
+    # computes the same report. Its calls (one per model node: all bars in one request) are
+    # summed into the report rather than recorded one event per bar: nobody is charged for
+    # them, and the report is what the owner reads.
+    models = RoutedModel(offline_router())
+    result = backtest(strategy, frame, rules, job.terms.starting_equity, models)
+    usage = models.usage
+    calls = sum(len(call.attempts) for call in models.calls)
+    return result.model_copy(
+        update={
+            "model_calls": calls,
+            "model_prompt_tokens": usage.prompt_tokens,
+            "model_completion_tokens": usage.completion_tokens,
+        }
+    )
+
+
+def record_report(
+    event_log: EventLog,
+    context: CommandContext,
+    job_id: UUID,
+    payload: dict[str, Any],
+    report: dict[str, Any],
+) -> None:
+    """Keep the job's report as an artifact of its clone (once per job)."""
+    job = backtest_payload(payload)
+
+    def decide(unit: UnitOfWork) -> None:
+        if unit.find(BacktestReportRecord, report_record_id(job_id)) is None:
+            unit.add(
+                BacktestReportRecord.of(job_id, job.clone_id, job.owner_id, job.version_id, report)
+            )
+
+    event_log.execute(context, decide)
 
 
 @dataclass(frozen=True)
 class BacktestHandler:
-    """A backtest job's work in this process: read its market data, compute its report."""
+    """A backtest job's work in this process: read its market data, compute its report,
+    keep it as an artifact of the clone (with `event_log`)."""
 
     datastore: PostgresDatastore
+    event_log: EventLog | None = None
+    clock: Clock | None = None
 
     def __call__(self, lease: Lease) -> dict[str, Any]:
         try:
             frame = backtest_inputs(self.datastore, lease.payload)
         except (GraphNotExecutableError, MarketDataMissingError) as error:
             raise PermanentJobError(str(error)) from None
-        return run_backtest(lease.payload, frame).model_dump(mode="json")
+        report = run_backtest(lease.payload, frame).model_dump(mode="json")
+        if self.event_log is not None and self.clock is not None:
+            # Before the completion: a lease lost meanwhile leaves the same report (the
+            # job's inputs are pinned) for whichever worker completes it.
+            context = job_context(BACKTEST_JOB, self.clock, str(lease.job_id))
+            record_report(self.event_log, context, lease.job_id, lease.payload, report)
+        return report
 
 
 def backtest_queue(datastore: PostgresDatastore, clock: Clock, settings: Settings) -> JobQueue:
     return JobQueue(datastore, clock, queue_policy(settings))
 
 
-def backtest_worker(datastore: PostgresDatastore, clock: Clock, settings: Settings) -> JobConsumer:
+def backtest_worker(
+    datastore: PostgresDatastore,
+    clock: Clock,
+    settings: Settings,
+    event_log: EventLog | None = None,
+) -> JobConsumer:
     """The worker's scheduled job: lease backtest jobs and run them, one at a time."""
     return JobConsumer(
         backtest_queue(datastore, clock, settings),
         BACKTEST_KIND,
-        BacktestHandler(datastore),
+        BacktestHandler(datastore, event_log, clock),
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )

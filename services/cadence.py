@@ -2,16 +2,19 @@
 
 Each round, for every running audition account and running race account whose clone has a
 published version (the audition's pinned version, the race entrant's), the driver reads the
-asset's latest closed bars (`ingest.candles.market_frame`, the interval
-`PUMPPARTY_ENGINE_CANDLE_INTERVAL`), evaluates the graph on the latest one
-(`decide_latest`), and submits the prop action for the move from the position held to the
-target through the normal command path (`prop_trading.submit_action`). The action's
-`client_action_id` is derived from (account, asset, bar close time), so a driver that
-restarts and decides the same bar again gets the first answer back, never a second order.
-The decision (inputs' hashes, outputs, the answer) is recorded on the account's
-`TradingDecisions` aggregate, once per bar. Each account is leased (an advisory lock, as
-`runtime.leases`) for
-its turn, so two drivers never trade one account at once.
+asset's latest closed bars at the clone's cadence (`ingest.candles.market_frame`; the
+interval the version's graph declares as `cadence`, else `PUMPPARTY_ENGINE_CANDLE_INTERVAL`),
+evaluates the graph on the latest one (`decide_latest`; model nodes through the model
+router, purpose `model-node`), and submits the prop action for the move from the position
+held to the target through the normal command path (`prop_trading.submit_action`). The
+action's `client_action_id` is derived from (account, asset, bar close time), so a driver
+that restarts and decides the same bar again gets the first answer back, never a second
+order. The decision (inputs' hashes, outputs, the model nodes' provider calls with their
+tokens, the answer) is recorded on the account's `TradingDecisions` aggregate, once per
+bar: a round that comes before the clone's next bar closes finds the bar decided and writes
+nothing, so a 5m clone trades once per closed 5m bar however often rounds run. Each account
+is leased (an advisory lock, as `runtime.leases`) for its turn, so two drivers never trade
+one account at once.
 
 Like every job, it appends nothing because time passed: no new closed bar, a frozen or
 closed account, a race whose trading has ended (`trading-ended`), or a clone with no
@@ -25,7 +28,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -39,14 +42,16 @@ from aggregates.ports import PriceSource
 from aggregates.prop_accounts import OPEN, QUANTUM, ActionRequest, PropAccount, to_quantum
 from aggregates.races import Race
 from aggregates.strategy_executor import (
-    OFFLINE_MODEL,
+    INTERVAL_SECONDS,
     Decision,
     Holding,
-    ModelEvaluator,
+    MarketFrame,
+    Strategy,
     compile_strategy,
     decide_latest,
 )
 from ingest.candles import MarketDataMissingError, market_frame
+from ingest.providers.model_nodes import ModelRouting, RoutedModel, offline_router
 from projections.cadence import TradedAccount, accounts_to_trade, published_graph
 from runtime.clock import Clock
 from runtime.leases import lease_on
@@ -109,13 +114,23 @@ class CadenceDriver:
     url: str
     clock: Clock
     interval: str
+    """The bars of a clone whose graph declares no cadence."""
     max_accounts: int
     max_mark_age: timedelta
-    evaluator: ModelEvaluator = OFFLINE_MODEL
+    router: ModelRouting = field(default_factory=offline_router)
     roster: Callable[[int], list[TradedAccount]] | None = None
+    # A published version never changes, so its compiled graph is kept; the bars read are
+    # shared by the accounts of one version within a round (same version, interval and bar).
+    _strategies: dict[tuple[UUID, str], Strategy] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _frames: dict[tuple[str, str, int], tuple[MarketFrame, str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __call__(self) -> CadenceRound:
         done = CadenceRound()
+        self._frames.clear()
         roster = self.roster or (lambda limit: accounts_to_trade(self.datastore, limit))
         with psycopg.connect(self.url, autocommit=True) as leases:
             for target in roster(self.max_accounts):
@@ -155,14 +170,36 @@ class CadenceDriver:
         )
         return str(entrant["version_hash"]) if entrant and entrant.get("version_hash") else None
 
+    def strategy_of(self, clone_id: UUID, version_hash: str) -> Strategy | None:
+        key = (clone_id, version_hash)
+        strategy = self._strategies.get(key)
+        if strategy is None:
+            graph = published_graph(self.datastore, clone_id, version_hash)
+            if graph is None:
+                return None  # not kept: the version may yet be published
+            strategy = self._strategies[key] = compile_strategy(graph)
+        return strategy
+
+    def bars_of(self, strategy: Strategy, interval: str, now: datetime) -> tuple[MarketFrame, str]:
+        """The latest closed bars the graph reads, and their hash; read once per version,
+        interval and bar within a round."""
+        seconds = INTERVAL_SECONDS[interval]
+        key = (strategy.version, interval, int(now.timestamp()) // seconds)
+        found = self._frames.get(key)
+        if found is None:
+            with self.datastore.transaction(commit=False) as cursor:
+                frame = market_frame(
+                    cursor, strategy, interval=interval, end=now, bars=strategy.lookback(interval)
+                )
+            found = self._frames[key] = (frame, frame.digest())
+        return found
+
     def trade(self, target: TradedAccount) -> str:
         """Decide the account's latest closed bar and act on it; answers what happened."""
         now = self.clock()
         version_hash = self.version_of(target)
-        graph = (
-            published_graph(self.datastore, target.clone_id, version_hash) if version_hash else None
-        )
-        if graph is None:
+        strategy = self.strategy_of(target.clone_id, version_hash) if version_hash else None
+        if strategy is None:
             return "no-published-version"
         account = self.event_log.read(PropAccount, target.account_id)
         if account is None:
@@ -171,17 +208,10 @@ class CadenceDriver:
             return "trading-ended"
         if account.status != OPEN:
             return f"account-{account.status}"
-        strategy = compile_strategy(graph)
         asset = strategy.asset
+        interval = strategy.graph.cadence or self.interval
         try:
-            with self.datastore.transaction(commit=False) as cursor:
-                frame = market_frame(
-                    cursor,
-                    strategy,
-                    interval=self.interval,
-                    end=now,
-                    bars=strategy.lookback(self.interval),
-                )
+            frame, data_hash = self.bars_of(strategy, interval, now)
         except MarketDataMissingError:
             return "market-data-missing"
         book_id = decisions_id(target.account_id)
@@ -196,7 +226,9 @@ class CadenceDriver:
             float(entry) if entry is not None else float("nan"),
             book.stop(asset) if book else 0,
         )
-        decision = decide_latest(strategy, frame, holding, self.evaluator)
+        models = RoutedModel(self.router)
+        decision = decide_latest(strategy, frame, holding, models)
+        model_calls = [record for call in models.calls for record in call.records()]
         cid = client_action_id(target.account_id, asset, bar)
         context = job_context(CADENCE_JOB, self.clock, f"{target.account_id}:{asset}:{bar}")
         request = order_for(decision, account, asset, book.target(asset) if book else None, cid)
@@ -227,13 +259,17 @@ class CadenceDriver:
                     asset=asset,
                     bar_close_time=bar,
                     version_hash=version_hash or "",
-                    data_hash=frame.digest(),
+                    data_hash=data_hash,
                     target_exposure=repr(decision.target_exposure),
                     stopped=int(decision.stopped),
                     leverage=int(decision.leverage),
                     outputs={k: repr(v) for k, v in decision.outputs.items()},
                     client_action_id=None if request is None else cid,
                     answer=answer,
+                    interval=interval,
+                    clone_id=account.clone_id,
+                    owner_id=account.owner_id,
+                    model_calls=model_calls,
                 )
             )
 

@@ -25,18 +25,17 @@ from pydantic import (
 
 from aggregates.backtests import BacktestReport, BarDecision, text
 from aggregates.errors import InvalidCommandError, NotFoundError
-from aggregates.strategy_executor import OFFLINE_MODEL
 from aggregates.strategy_graph import decimal_text
 from api.auth import AdminUser, CurrentUser, Principal, owned_or_404, require_service
 from api.commands import AdminCommand
-from api.deps import ClockDep, ServicesDep, found, wait_for
+from api.deps import ClockDep, ServicesDep, command_context, found, wait_for
 from api.routers.clones import graph_rules
 from api.schemas import IdempotencyKey, Reason
 from projections.strategy_versions import PublishedVersionRow, published_version
 from runtime import job_queue
 from runtime.clock import Clock
 from runtime.job_queue import JobRow
-from services import backtests
+from services import backtests, dead_letters
 from services.backtests import BACKTEST_KIND, BACKTEST_LEASE_SCOPE, BacktestPayload
 from services.bootstrap import Services
 from services.job_queue import JobNotFoundError, JobQueue, StaleLeaseError, queue_policy
@@ -56,7 +55,7 @@ RuleSetKey = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}(@[1-9][0-9]{0,5})?$")
 ]
 LeaseScope = Annotated[Principal, Depends(require_service(BACKTEST_LEASE_SCOPE))]
-JobState = Literal["queued", "leased", "succeeded", "dead"]
+JobState = Literal["queued", "leased", "succeeded", "dead", "discarded"]
 
 
 def queue_of(services: Services, clock: Clock) -> JobQueue:
@@ -160,7 +159,7 @@ async def dry_run(
             services.datastore,
             row.graph,
             rules=graph_rules(settings),
-            interval=body.interval or settings.ingest_candle_interval,
+            interval=body.interval or row.graph.get("cadence") or settings.ingest_candle_interval,
             bars=body.bars,
             max_bars=settings.dry_run_max_bars,
             now=clock(),
@@ -176,7 +175,7 @@ async def dry_run(
         undetermined_bars=run.undetermined,
         leverage=run.strategy.limits.leverage,
         data_hash=run.frame.digest(),
-        model_evaluator=OFFLINE_MODEL.name,
+        model_evaluator=run.model_evaluator,
         missing_channels=list(run.simulation.evaluation.missing_channels),
         decisions=[decision_public(d) for d in run.decisions],
     )
@@ -287,7 +286,7 @@ async def create_backtest(
             rules=graph_rules(settings),
             bars=body.bars,
             max_bars=settings.backtest_max_bars,
-            interval=body.interval or settings.ingest_candle_interval,
+            interval=body.interval or row.graph.get("cadence") or settings.ingest_candle_interval,
             end=body.end,
             starting_equity=body.starting_equity or settings.audition_starting_equity,
             rule_set_key=body.rule_set,
@@ -453,17 +452,23 @@ def job_inputs(
 
 @jobs_router.post("/{job_id}/complete", operation_id="engine_job_complete")
 def complete_job(
-    job_id: UUID, body: CompleteCreate, _: LeaseScope, services: ServicesDep, clock: ClockDep
+    job_id: UUID, body: CompleteCreate, worker: LeaseScope, services: ServicesDep, clock: ClockDep
 ) -> JobStatePublic:
     """Finish the job with its result (a backtest's report, checked); a retried completion
-    with the same token answers the same, any other token is 409 `lease-stale`."""
+    with the same token answers the same, any other token is 409 `lease-stale`. The report
+    is kept as an artifact of the clone."""
     queue = queue_of(services, clock)
     _leasable(queue, job_id)
     try:
         report = BacktestReport.model_validate(body.result)
     except ValidationError as error:
         raise InvalidJobResultError(f"not a backtest report: {error.errors()[0]['msg']}") from None
-    return job_state(queue.complete(job_id, body.lease_token, report.model_dump(mode="json")))
+    result = report.model_dump(mode="json")
+    done = queue.complete(job_id, body.lease_token, result)
+    backtests.record_report(
+        services.event_log, command_context(worker.actor, clock), job_id, done.payload, result
+    )
+    return job_state(done)
 
 
 @jobs_router.post("/{job_id}/fail", operation_id="engine_job_fail")
@@ -530,6 +535,9 @@ def replay_job(
     job_id: UUID, body: ReplayCreate, admin: AdminCommand, services: ServicesDep, clock: ClockDep
 ) -> ReplayedPublic:
     """Run a dead job again from its first attempt; the replay is an event with the admin
-    and the reason (409 `job-not-dead` for a job that is not dead)."""
-    written = queue_of(services, clock).replay(admin.event_log, admin.context, job_id, body.reason)
+    and the reason (409 `job-not-dead` for a job that is not dead, 409
+    `dead-letter-discarded` for a discarded one). The same as
+    `/v1/admin/dead-letters/{id}/replay` (`services/dead_letters.py`)."""
+    queue = queue_of(services, clock)
+    written = dead_letters.replay_job(queue, admin.event_log, admin.context, job_id, body.reason)
     return ReplayedPublic(job=job_public(written.result), position=written.position)

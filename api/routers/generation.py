@@ -138,7 +138,12 @@ class ArtifactPublic(BaseModel):
     kind: str
     media_type: str
     size_bytes: int
-    generation_id: UUID
+    generation_id: UUID | None
+    """The generation that made it (None for a decision record)."""
+    account_id: UUID | None
+    """The prop account a decision record was decided for (None for a generation's)."""
+    job_id: UUID | None
+    """The backtest job whose report it is."""
     round: int | None
     created_at: datetime
 
@@ -267,10 +272,13 @@ async def clone_usage(clone_id: UUID, user: CurrentUser, services: ServicesDep) 
 async def my_usage(
     user: CurrentUser, services: ServicesDep, settings: SettingsDep, clock: ClockDep
 ) -> MyUsagePublic:
-    """Your model tokens today (the budget's UTC day) and over all time, by clone."""
+    """Your model tokens today (the budget's UTC day) and over all time, by clone; the
+    budget counts generations' tokens (model nodes' calls while trading are not in it)."""
     day = clock().astimezone(UTC).date()
     reads = services.reads
     today = await generations.usage_of_user(reads, user.user_id, day)
+    # The budget counts generation only: a running account's model nodes never stop it.
+    generated = await generations.usage_of_user(reads, user.user_id, day, generations_only=True)
     total = await generations.usage_of_user(reads, user.user_id, None)
     by_clone = await generations.usage_of_user_by_clone(reads, user.user_id, BY_CLONE_LIMIT)
     budget = settings.generation_daily_token_budget
@@ -279,8 +287,8 @@ async def my_usage(
         budget=BudgetPublic(
             day=day,
             daily_token_budget=budget,
-            used_tokens=today.total_tokens,
-            remaining_tokens=max(budget - today.total_tokens, 0),
+            used_tokens=generated.total_tokens,
+            remaining_tokens=max(budget - generated.total_tokens, 0),
             resets_at=next_utc_day(day),
         ),
         total=UsageTotalsPublic.model_validate(total, from_attributes=True),
@@ -296,7 +304,8 @@ async def my_usage(
 async def list_artifacts(
     clone_id: UUID, user: CurrentUser, services: ServicesDep, page: PageDep
 ) -> ArtifactsPublic:
-    """What the clone's generations made (the prompt as sent, each raw output, the graph),
+    """What the clone's generations made (the prompt as sent, each raw output, the graph)
+    and its backtests' reports and the cadence driver's decision records for its accounts,
     each by the SHA-256 of its content, in the order they were made."""
     await _own_clone(services, clone_id, user)
     rows, next_cursor = page.cut(

@@ -1,5 +1,6 @@
 """Model providers (issue 19): one interface, `generate(request) -> answer` (the JSON and
-its token usage), the offline deterministic default, an OpenAI-compatible provider, and
+its token usage), the offline deterministic default, an OpenAI-compatible provider, an
+Anthropic one (`kind: anthropic`), and
 the router that falls back between them per purpose. Built from settings here."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import time
 from collections.abc import Callable
 
 from aggregates.ports import ModelProvider
-from ingest.providers.offline import OfflineProvider
+from ingest.providers.anthropic_messages import AnthropicProvider
+from ingest.providers.model_nodes import offline_provider
 from ingest.providers.openai_compatible import OpenAICompatibleProvider
 from ingest.providers.router import ModelRouter, RoutingPolicy
 from runtime.clock import Clock, system_clock
@@ -26,8 +28,21 @@ def open_model_router(
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ModelRouter:
-    providers: list[ModelProvider] = [OfflineProvider()]
+    providers: list[ModelProvider] = [offline_provider()]
     for spec in settings.model_providers:
+        if spec.kind == "anthropic":
+            providers.append(
+                AnthropicProvider(
+                    spec.name,
+                    base_url=str(spec.base_url),
+                    model=spec.model,
+                    api_key=spec.api_key.get_secret_value() if spec.api_key else None,
+                    timeout=spec.timeout or settings.model_timeout,
+                    max_output_bytes=settings.model_max_output_bytes,
+                    clock=clock,
+                )
+            )
+            continue
         providers.append(
             OpenAICompatibleProvider(
                 spec.name,

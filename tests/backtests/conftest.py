@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from ingest.storage import Batch, CandleRow
 from runtime.clock import FixedClock
@@ -53,7 +54,7 @@ TREND_LOOKBACK = 13 + 5  # return_1h reads 13 closes of 5m bars; the 6-bar SMA 5
 def settings(settings: Settings) -> Settings:
     """The suite's settings, and a worker's token that may lease backtests over HTTP."""
     worker = ServiceTokenSpec(
-        name="backtester", scopes=["backtest:lease"], secrets=[BACKTEST_TOKEN]
+        name="backtester", scopes=["backtest:lease"], secrets=[SecretStr(BACKTEST_TOKEN)]
     )
     return settings.model_copy(update={"service_tokens": [*settings.service_tokens, worker]})
 

@@ -126,17 +126,17 @@ def test_an_audition_trades_by_itself_and_a_restart_doubles_no_order(
 
     # The action the driver sent for an ordered bar, sent again (a driver that crashed before
     # recording its decision): the prop account answers the first result, no new fill.
-    sent = filled[-1]
-    assert sent.client_action_id == client_action_id(account_id, "BTC", sent.bar_close_time)
-    assert sent.version_hash == published.version_id and len(sent.data_hash) == 64
-    first = sent.answer["fill"]
+    last = filled[-1]
+    assert last.client_action_id == client_action_id(account_id, "BTC", last.bar_close_time)
+    assert last.version_hash == published.version_id and len(last.data_hash) == 64
+    first = last.answer["fill"]
     fill = first or {}
     replay = prop_trading.submit_action(
         services.event_log,
         context_at(clock(), "worker:engine_cadence"),
         services.prices,
         account_id,
-        _request_of(sent.client_action_id, fill),
+        _request_of(last.client_action_id, fill),
         max_mark_age=timedelta(seconds=services.settings.prop_max_mark_age),
     ).result
     assert replay.status == "filled" and replay.fill == first

@@ -5,6 +5,7 @@ earlier decision."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -85,7 +86,7 @@ def sma_cross(direction: str = "long_only", **risk: Any) -> dict[str, Any]:
 
 
 def frame_of(
-    opens: list[float], closes: list[float], funding: list[float] | None = None
+    opens: Sequence[float], closes: Sequence[float], funding: Sequence[float] | None = None
 ) -> MarketFrame:
     n = len(closes)
     open_time = START + HOUR * np.arange(n, dtype=np.int64)
