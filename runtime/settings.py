@@ -40,7 +40,8 @@ class ModelProviderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai", "anthropic"] = "openai"
+    """`openai`: Chat Completions (OpenAI, vLLM, Ollama); `anthropic`: the Messages API."""
     base_url: HttpUrl
     model: str = Field(min_length=1, max_length=128)
     api_key: SecretStr | None = None

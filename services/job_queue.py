@@ -242,10 +242,32 @@ class JobQueue:
     def replay(
         self, event_log: EventLog, context: CommandContext, job_id: UUID, reason: str
     ) -> Written[JobRow]:
-        """An operator runs a dead job again from its first attempt. The decision is an
-        event (`DeadLetter.Replayed`, with the actor and the reason), appended while the
-        job's row is locked, and the job is queued in that same row transaction: a replay
-        is recorded if and only if it happens, and two at once replay the job once."""
+        """An operator runs a dead job again from its first attempt (`DeadLetter.Replayed`);
+        two at once replay the job once."""
+        return self._decide_on_dead(event_log, context, job_id, reason, replay=True)
+
+    def discard(
+        self, event_log: EventLog, context: CommandContext, job_id: UUID, reason: str
+    ) -> Written[JobRow]:
+        """An operator gives a dead job up for good: it never runs again
+        (`DeadLetter.Discarded`)."""
+        if not reason.strip():
+            raise DiscardReasonMissingError("a discard needs a reason")
+        return self._decide_on_dead(event_log, context, job_id, reason, replay=False)
+
+    def _decide_on_dead(
+        self,
+        event_log: EventLog,
+        context: CommandContext,
+        job_id: UUID,
+        reason: str,
+        *,
+        replay: bool,
+    ) -> Written[JobRow]:
+        """The operator's decision is an event (with the actor and the reason) appended
+        while the job's row is locked, and the row changes in that same transaction: the
+        decision is recorded if and only if it happens."""
+        verb = "replayed" if replay else "discarded"
         with self.datastore.transaction(commit=True) as cursor:
             row = sql.get(cursor, job_id, lock=True)
             if row is None:
@@ -253,7 +275,7 @@ class JobQueue:
             if row.state == "discarded":
                 raise DeadLetterDiscardedError(f"job {job_id} was discarded; it never runs again")
             if row.state != "dead":
-                raise JobNotDeadError(f"job {job_id} is {row.state}; only a dead job is replayed")
+                raise JobNotDeadError(f"job {job_id} is {row.state}; only a dead job is {verb}")
             dead = row
 
             def decide(unit: UnitOfWork) -> None:
@@ -261,42 +283,18 @@ class JobQueue:
                 letter = unit.find(DeadLetter, letter_id) or unit.add(
                     DeadLetter(letter_id, job_id, dead.kind)
                 )
-                letter.replay(reason, dead.attempts, dead.last_error)
+                decision = letter.replay if replay else letter.discard
+                decision(reason, dead.attempts, dead.last_error)
 
             written = event_log.execute(context, decide)
-            queued = sql.requeue_dead(cursor, job_id, now=self.clock())
-        assert queued is not None
-        return Written(queued, written.position)
-
-    def discard(
-        self, event_log: EventLog, context: CommandContext, job_id: UUID, reason: str
-    ) -> Written[JobRow]:
-        """An operator gives a dead job up for good: it never runs again. Like a replay, the
-        decision (`DeadLetter.Discarded`, with the actor and the reason) is appended while
-        the row is locked, and the row is discarded in that same transaction."""
-        if not reason.strip():
-            raise DiscardReasonMissingError("a discard needs a reason")
-        with self.datastore.transaction(commit=True) as cursor:
-            row = sql.get(cursor, job_id, lock=True)
-            if row is None:
-                raise JobNotFoundError(f"job {job_id} not found")
-            if row.state == "discarded":
-                raise DeadLetterDiscardedError(f"job {job_id} was already discarded")
-            if row.state != "dead":
-                raise JobNotDeadError(f"job {job_id} is {row.state}; only a dead job is discarded")
-            dead = row
-
-            def decide(unit: UnitOfWork) -> None:
-                letter_id = dead_letter_id(job_id)
-                letter = unit.find(DeadLetter, letter_id) or unit.add(
-                    DeadLetter(letter_id, job_id, dead.kind)
-                )
-                letter.discard(reason, dead.attempts, dead.last_error)
-
-            written = event_log.execute(context, decide)
-            discarded = sql.discard_dead(cursor, job_id, now=self.clock())
-        assert discarded is not None
-        return Written(discarded, written.position)
+            now = self.clock()
+            changed = (
+                sql.requeue_dead(cursor, job_id, now=now)
+                if replay
+                else sql.discard_dead(cursor, job_id, now=now)
+            )
+        assert changed is not None
+        return Written(changed, written.position)
 
     # --- work that is not leased: its failures only --------------------------------------
 

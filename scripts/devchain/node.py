@@ -12,7 +12,9 @@ when the block interval comes round."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -125,8 +127,20 @@ class Node:
         if blocks < 1:
             raise invalid_params(f"mine at least one block, not {blocks}")
         with self.lock:
-            self.backend.mine_blocks(blocks)
+            self._mine_blocks(blocks)
             return self.head()
+
+    def _mine_blocks(self, blocks: int) -> None:
+        """Each block is stamped when it is mined, as a public chain's are: py-evm would
+        keep the time its pending block was opened (when the previous block was mined),
+        so a payment made a minute after a quiet spell would look a minute older. The
+        second is rounded up: a payment is never stamped before the request it answers."""
+        for _ in range(blocks):
+            chain = self.backend.chain
+            parent = chain.get_canonical_head()
+            stamp = max(math.ceil(time.time()), parent.timestamp + 1)
+            chain.header = chain.header.copy(timestamp=stamp)
+            self.backend.mine_blocks(1)
 
     def reorg(self, depth: int) -> int:
         """The last `depth` blocks are replaced by as many empty ones, as when the network
@@ -147,7 +161,7 @@ class Node:
             self.backend.revert_to_snapshot(_bytes(base["hash"]))
             # Post-merge blocks draw a fresh random mix hash, so every replacement block
             # differs from the one it replaces even when both are empty.
-            self.backend.mine_blocks(depth)
+            self._mine_blocks(depth)
             for transaction in waiting:
                 try:
                     self.backend.chain.apply_transaction(transaction)

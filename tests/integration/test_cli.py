@@ -156,7 +156,7 @@ def test_projections_list_names_every_projection(cli: Cli) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["rebuild", "nope"], ["skip", "nope", "--reason", "x"], ["resume", "nope"]],
+    [["rebuild", "nope"], ["skip", "nope", "--reason", "x"], ["resume", "nope", "--reason", "x"]],
 )
 def test_an_unknown_projection_is_a_clear_error(cli: Cli, command: list[str]) -> None:
     result = cli("projections", *command)
@@ -187,6 +187,16 @@ class FailingOnPosition3(AuditLog):
         return super().process_event(domain_event, tracking)
 
 
+def dead_letter_decisions(url: str) -> list[tuple[str, str]]:
+    """Operators' decisions on dead letters, as the audit log shows them: (actor, event)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT actor, event_type FROM audit_log"
+            " WHERE aggregate_type = 'DeadLetter' AND event_type <> 'Opened' ORDER BY position"
+        ).fetchall()
+    return [(str(actor), str(event_type)) for actor, event_type in rows]
+
+
 def test_status_shows_a_stall_and_skip_moves_past_it(
     services: Services, context: CommandContext, cli: Cli
 ) -> None:
@@ -212,7 +222,9 @@ def test_status_shows_a_stall_and_skip_moves_past_it(
         "known bad event, ticket 42"
     ]
     assert "caught_up" in caught_up.stdout
-    assert checksum(services.url)[0] == 5
+    # Five of the six events, then the dead letter and its discard, with the operator.
+    assert checksum(services.url)[0] == 7
+    assert dead_letter_decisions(services.url) == [("operator:cli", "Discarded")]
 
 
 def test_resume_retries_the_stalled_event(
@@ -223,11 +235,12 @@ def test_resume_retries_the_stalled_event(
     ProjectionRunner(services.projections, "audit_log", services.url).catch_up()
     services.projections.classes["audit_log"] = AuditLog  # the fix is deployed
 
-    resumed = cli("projections", "resume", "audit_log")
+    resumed = cli("projections", "resume", "audit_log", "--reason", "fix deployed")
     ProjectionRunner(services.projections, "audit_log", services.url).catch_up()
 
     assert resumed.returncode == 0 and "resumed at position 3" in resumed.stdout
-    assert checksum(services.url)[0] == 6
+    assert checksum(services.url)[0] == 8  # the six events, the dead letter and its replay
+    assert dead_letter_decisions(services.url) == [("operator:cli", "Replayed")]
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -395,14 +408,6 @@ def test_export_streams_every_event_in_log_order(
 
 
 # --- demo and openapi ----------------------------------------------------------------------
-
-
-def test_demo_appends_events_and_prints_their_trail(cli: Cli) -> None:
-    result = cli("demo")
-
-    assert result.returncode == 0, result.stderr
-    assert '"event_type":"ItemAdded"' in result.stdout
-    assert "ok: 3 events" in result.stdout
 
 
 def test_openapi_prints_the_apps_document(cli: Cli) -> None:

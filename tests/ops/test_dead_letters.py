@@ -296,7 +296,8 @@ def test_pumpparty_dead_letters_lists_shows_replays_and_discards(
     no_reason = pumpparty("discard", second.id, "--reason", "   ")
     discarded = pumpparty("discard", second.id, "--reason", "job retired")
     replayed = pumpparty("replay", first.id, "--reason", "fixed upstream")
-    refused = pumpparty("replay", second.id)
+    refused = pumpparty("replay", second.id, "--reason", "try it anyway")
+    unexplained = pumpparty("replay", first.id)
     closed = pumpparty("list", "--all", "--kind", KIND)
 
     assert listed.returncode == 0, listed.stderr
@@ -315,6 +316,7 @@ def test_pumpparty_dead_letters_lists_shows_replays_and_discards(
     assert discarded.returncode == 0, discarded.stderr
     assert replayed.returncode == 0, replayed.stderr
     assert refused.returncode == 1 and "discarded" in refused.stderr
+    assert unexplained.returncode == 2 and "--reason" in unexplained.stderr
     assert closed.returncode == 0 and first.id in closed.stdout and "replayed" in closed.stdout
     states = {v.id: v.state for v in dead_letters.list_dead_letters(services, include_closed=True)}
     assert states == {first.id: "replayed", second.id: "discarded"}
