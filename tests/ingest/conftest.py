@@ -42,7 +42,9 @@ def settings(settings: Settings, servers: Servers) -> Settings:
             "polymarket_clob_url": HttpUrl(servers.polymarket_clob.url),
             "defillama_url": HttpUrl(servers.defillama_coins.url),
             "defillama_api_url": HttpUrl(servers.defillama_api.url),
-            "ingest_timeout": 0.3,
+            # Long enough that a loaded machine never times out a healthy answer (a retry
+            # would take the recording's next line); a hanging one still ends in seconds.
+            "ingest_timeout": 2.0,
             "ingest_attempts": 3,
             "ingest_backoff": 0.001,
             "ingest_backoff_max": 0.01,
