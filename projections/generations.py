@@ -197,6 +197,17 @@ class GenerationsView(ProjectionView):
             (code, at, generation_id),
         )
 
+    def keep_content(self, sha256: str, media_type: str, content: str, position: int) -> None:
+        """An artifact's bytes, stored once by their hash whoever refers to them."""
+        data = content.encode("utf-8")
+        self.cursor.execute(
+            SQL(
+                "INSERT INTO {} (sha256, media_type, size_bytes, content, first_position)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING"
+            ).format(self.table("generation_artifacts")),
+            (sha256, media_type, len(data), data, position),
+        )
+
     def store_artifacts(
         self,
         generation_id: UUID,
@@ -206,13 +217,8 @@ class GenerationsView(ProjectionView):
         position: int,
     ) -> None:
         for ordinal, artifact in enumerate(artifacts):
-            content = artifact["content"].encode("utf-8")
-            self.cursor.execute(
-                SQL(
-                    "INSERT INTO {} (sha256, media_type, size_bytes, content, first_position)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING"
-                ).format(self.table("generation_artifacts")),
-                (artifact["sha256"], artifact["media_type"], len(content), content, position),
+            self.keep_content(
+                artifact["sha256"], artifact["media_type"], artifact["content"], position
             )
             self.cursor.execute(
                 SQL(
@@ -267,14 +273,7 @@ class GenerationsView(ProjectionView):
                 ),
             )
         record = decision_record(event)
-        content = record.content.encode("utf-8")
-        self.cursor.execute(
-            SQL(
-                "INSERT INTO {} (sha256, media_type, size_bytes, content, first_position)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING"
-            ).format(self.table("generation_artifacts")),
-            (record.sha256, record.media_type, len(content), content, position),
-        )
+        self.keep_content(record.sha256, record.media_type, record.content, position)
         self.cursor.execute(
             SQL(
                 "INSERT INTO {} (position, ordinal, account_id, clone_id, owner_id, kind,"
@@ -294,13 +293,8 @@ class GenerationsView(ProjectionView):
     def report(self, event: BacktestReportRecord.Recorded, position: int) -> None:
         """A backtest job's report as an artifact of its clone."""
         for ordinal, artifact in enumerate(event.artifacts):
-            content = artifact["content"].encode("utf-8")
-            self.cursor.execute(
-                SQL(
-                    "INSERT INTO {} (sha256, media_type, size_bytes, content, first_position)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING"
-                ).format(self.table("generation_artifacts")),
-                (artifact["sha256"], artifact["media_type"], len(content), content, position),
+            self.keep_content(
+                artifact["sha256"], artifact["media_type"], artifact["content"], position
             )
             self.cursor.execute(
                 SQL(

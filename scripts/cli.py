@@ -400,7 +400,7 @@ def _decide_on_stall(
     services.projections.status(name)  # an unknown name is its own error, not "not stalled"
     decide = dead_letters.discard_dead_letter if discard else dead_letters.replay_dead_letter
     context = operator_context(f"projections-{'skip' if discard else 'resume'}")
-    return decide(services, context, f"{dead_letters.PROJECTION_PREFIX}{name}", reason)
+    return decide(services, context, dead_letters.stall_letter_id(name), reason)
 
 
 # --- audit -------------------------------------------------------------------------------

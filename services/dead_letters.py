@@ -67,6 +67,13 @@ from services.job_queue import JobQueue, RetriedWork, queue_policy
 log = logging.getLogger(__name__)
 
 PROJECTION_PREFIX = "projection."
+
+
+def stall_letter_id(projection: str) -> str:
+    """The dead letter a projection's stall is shown as."""
+    return f"{PROJECTION_PREFIX}{projection}"
+
+
 SCHEDULED_PREFIX = "scheduled."
 
 
@@ -121,7 +128,7 @@ class _Stall:
 
     @property
     def letter_id(self) -> str:
-        return f"{PROJECTION_PREFIX}{self.name}"
+        return stall_letter_id(self.name)
 
     def view(self, state: str = "dead") -> DeadLetterView:
         return DeadLetterView(

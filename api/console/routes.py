@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -19,8 +19,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from aggregates.base import CommandContext
 from aggregates.errors import InvalidCommandError, NotFoundError
-from api.auth import AccessTokensDep
+from api.auth import AccessTokensDep, Principal
 from api.console.panels import PANELS, Console, fingerprints
 from api.console.session import (
     ACCESS_COOKIE,
@@ -44,8 +45,10 @@ from api.deps import ClockDep, EventLogDep, SettingsDep, command_context
 from api.routers import auth as auth_routes
 from api.routers.auth import LimiterDep, RefreshCreate, SignInCreate
 from api.stream import Broadcaster
+from runtime.clock import Clock
 from services import dead_letters
 from services.bootstrap import Services
+from services.dead_letters import DeadLetterView, stall_letter_id
 from services.identity import RefreshTokenRejectedError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -216,6 +219,19 @@ async def one_panel_page(
 # --- operator actions ----------------------------------------------------------------------
 
 
+Decision = Callable[[Services, CommandContext, str, str], DeadLetterView]
+
+
+async def decide(
+    request: Request, admin: Principal, clock: Clock, decision: Decision, letter_id: str
+) -> DeadLetterView:
+    """An operator's decision on a dead letter, with the reason the form sent: an event
+    with the admin and that reason (`services/dead_letters.py`)."""
+    reason = await reason_of(request)
+    context = command_context(admin.actor, clock)
+    return await run_in_threadpool(decision, services_of(request), context, letter_id, reason)
+
+
 @router.post("/projections/{name}/skip", dependencies=[Depends(check_csrf)])
 async def skip_projection(
     request: Request,
@@ -225,10 +241,8 @@ async def skip_projection(
 ) -> HTMLResponse:
     """Step the projection over the event it stalled on. Done as the discard of its dead
     letter, so the decision is an event with the admin and the reason, not just a row."""
-    reason = await reason_of(request)
-    context = command_context(admin.actor, clock)
-    letter = await run_in_threadpool(
-        dead_letters.discard_dead_letter, services_of(request), context, stall_letter(name), reason
+    letter = await decide(
+        request, admin, clock, dead_letters.discard_dead_letter, stall_letter_id(name)
     )
     return await fragment(request, "projections", f"{name}: skipped {letter.subject}")
 
@@ -242,17 +256,10 @@ async def resume_projection(
 ) -> HTMLResponse:
     """Clear the stall so the runner tries the same event again (after a fix): the replay
     of its dead letter, recorded likewise."""
-    reason = await reason_of(request)
-    context = command_context(admin.actor, clock)
-    letter = await run_in_threadpool(
-        dead_letters.replay_dead_letter, services_of(request), context, stall_letter(name), reason
+    letter = await decide(
+        request, admin, clock, dead_letters.replay_dead_letter, stall_letter_id(name)
     )
     return await fragment(request, "projections", f"{name}: retrying {letter.subject}")
-
-
-def stall_letter(name: str) -> str:
-    """The dead letter a projection's stall is shown as."""
-    return f"{dead_letters.PROJECTION_PREFIX}{name}"
 
 
 @router.post("/dead-letters/{letter_id}/replay", dependencies=[Depends(check_csrf)])
@@ -262,12 +269,7 @@ async def replay_letter(
     admin: ConsoleAdmin,
     clock: ClockDep,
 ) -> HTMLResponse:
-    reason = await reason_of(request)
-    context = command_context(admin.actor, clock)
-    services = services_of(request)
-    letter = await run_in_threadpool(
-        dead_letters.replay_dead_letter, services, context, letter_id, reason
-    )
+    letter = await decide(request, admin, clock, dead_letters.replay_dead_letter, letter_id)
     return await fragment(request, "dead-letters", f"{letter.kind} {letter.id}: {letter.state}")
 
 
@@ -278,10 +280,5 @@ async def discard_letter(
     admin: ConsoleAdmin,
     clock: ClockDep,
 ) -> HTMLResponse:
-    reason = await reason_of(request)
-    context = command_context(admin.actor, clock)
-    services = services_of(request)
-    letter = await run_in_threadpool(
-        dead_letters.discard_dead_letter, services, context, letter_id, reason
-    )
+    letter = await decide(request, admin, clock, dead_letters.discard_dead_letter, letter_id)
     return await fragment(request, "dead-letters", f"{letter.kind} {letter.id}: {letter.state}")
