@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeAlias
 from uuid import UUID
@@ -50,6 +50,7 @@ from aggregates.purchases import (
     QuoteNotFoundError,
     Reason,
     TooManyPendingPurchasesError,
+    TransferTerms,
     TxAlreadyClaimedError,
     TxClaim,
     assess,
@@ -289,20 +290,16 @@ def settle(
         if not payment.is_pending:
             return PaymentState.of(payment)
         terms = terms_of(unit, payment)
-        assessment = assess(
+        assessment = assess_and_claim(
+            unit,
             observation,
             terms,
-            min_confirmations=policy.min_confirmations,
+            policy,
             now=context.occurred_at,
             pending_since=payment.created_on,
-            pending_timeout=policy.pending_timeout,
+            payment_id=payment.id,
+            tx_hash=payment.tx_hash,
         )
-        if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(
-            unit, terms.chain_id, payment.id, payment.tx_hash
-        ):
-            assessment = Assessment(
-                PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
-            )
         payment.record(
             assessment,
             observation.block_number if observation else None,
@@ -321,6 +318,37 @@ def settle(
         return PaymentState.of(payment)
 
     return event_log.execute(context, decide)
+
+
+def assess_and_claim(
+    unit: UnitOfWork,
+    observation: DepositObservation | None,
+    terms: PaymentTerms | TransferTerms,
+    policy: DepositPolicy,
+    *,
+    now: datetime,
+    pending_since: datetime,
+    payment_id: UUID,
+    tx_hash: str,
+) -> Assessment:
+    """What the chain's answer means for a payment (a purchase, a deposit or a withdrawal)
+    by its terms; a verified one takes its transaction's claim, or is rejected when another
+    payment holds it."""
+    assessment = assess(
+        observation,
+        terms,
+        min_confirmations=policy.min_confirmations,
+        now=now,
+        pending_since=pending_since,
+        pending_timeout=policy.pending_timeout,
+    )
+    if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(
+        unit, terms.chain_id, payment_id, tx_hash
+    ):
+        return Assessment(
+            PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
+        )
+    return assessment
 
 
 def terms_of(unit: UnitOfWork, payment: PaymentAggregate) -> PaymentTerms:
@@ -375,20 +403,16 @@ def settle_withdrawal(
             return PaymentState.of_withdrawal(withdrawal)
         terms = withdrawal.terms
         assert withdrawal.reported_at is not None
-        assessment = assess(
+        assessment = assess_and_claim(
+            unit,
             observation,
             terms,
-            min_confirmations=policy.min_confirmations,
+            policy,
             now=context.occurred_at,
             pending_since=withdrawal.reported_at,
-            pending_timeout=policy.pending_timeout,
+            payment_id=withdrawal.id,
+            tx_hash=withdrawal.tx_hash,
         )
-        if assessment.status is PurchaseStatus.VERIFIED and not claim_tx(
-            unit, terms.chain_id, withdrawal.id, withdrawal.tx_hash
-        ):
-            assessment = Assessment(
-                PurchaseStatus.REJECTED, Reason.TX_ALREADY_CLAIMED, assessment.confirmations
-            )
         withdrawal.record(
             assessment,
             observation.block_number if observation else None,
