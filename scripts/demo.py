@@ -649,9 +649,14 @@ class Story:
         )
         return person
 
-    def spectators(self, race_id: str, passers: list[Creator]) -> list[Person]:
+    def spectators(self) -> list[Person]:
+        """Their deposits are verified before any race is scheduled: the chain's pace never
+        eats into a race's sales window."""
         people = [self.deposit(n, amount) for n, amount in enumerate(SPECTATOR_DEPOSITS, 1)]
         self.say(f"{len(people)} spectators deposited USDC on the devchain; each deposit verified")
+        return people
+
+    def buy_tickets(self, race_id: str, passers: list[Creator], people: list[Person]) -> None:
         for n, person in enumerate(people):
             # Each backs one entrant with 10 USDC and the next with 5.
             for pick, stake in ((n % len(passers), "10"), ((n + 1) % len(passers), "5")):
@@ -669,7 +674,6 @@ class Story:
             lambda race: int(race["pool_minor"]) >= staked,
         )
         self.say(f"spectators bought tickets: the pool holds {staked / USDC:.2f} USDC")
-        return people
 
     # chapter 8
     def run_race(self, race_id: str) -> dict[str, Any]:
@@ -774,8 +778,9 @@ class Story:
         self.outcome.creators = creators
         passers = self.auditions_judged(creators)
         self.admit(passers, admins[0])
+        spectators = self.spectators()
         race_id = self.schedule_race(passers, admins[0])
-        spectators = self.spectators(race_id, passers)
+        self.buy_tickets(race_id, passers, spectators)
         race = self.run_race(race_id)
         self.pay_out(race, admins)
         self.withdraw(spectators)

@@ -278,9 +278,10 @@ def dead_letter_counts(services: Services) -> dict[str, int]:
 def _decide_stall(
     services: Services, context: CommandContext, letter_id: str, reason: str, *, discard: bool
 ) -> DeadLetterView:
-    """Resume or skip a stalled projection, the decision recorded as an event appended while
-    its state row is locked, and the stall cleared in that same transaction: recorded if and
-    only if it happens."""
+    """Resume or skip a stalled projection: the decision is an event appended while its
+    state row is locked, then the stall is cleared. The log commits on its own connection
+    first: should the state's commit fail, the same skip again applies the recorded
+    decision without a second event (the letter is per stall position)."""
     name = letter_id.removeprefix(PROJECTION_PREFIX)
     projections = services.projections
     try:
@@ -300,10 +301,10 @@ def _decide_stall(
                 letter = unit.find(DeadLetter, dead_id) or unit.add(
                     DeadLetter(dead_id, work_id, letter_id)
                 )
-                if discard:
-                    letter.discard(reason, 1, stall.error)
-                else:
+                if not discard:
                     letter.replay(reason, 1, stall.error)
+                elif not letter.discarded:  # else: a skip whose state change was lost
+                    letter.discard(reason, 1, stall.error)
 
             services.event_log.execute(context, decide)
             if discard:

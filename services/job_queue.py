@@ -265,8 +265,10 @@ class JobQueue:
         replay: bool,
     ) -> Written[JobRow]:
         """The operator's decision is an event (with the actor and the reason) appended
-        while the job's row is locked, and the row changes in that same transaction: the
-        decision is recorded if and only if it happens."""
+        while the job's row is locked, then the row changes. The log commits on its own
+        connection, before the row: should the row's commit fail, the decision is on record
+        and the same discard again applies it without a second event (a replay again is
+        a second replay, as it would be anyway)."""
         verb = "replayed" if replay else "discarded"
         with self.datastore.transaction(commit=True) as cursor:
             row = sql.get(cursor, job_id, lock=True)
@@ -283,8 +285,10 @@ class JobQueue:
                 letter = unit.find(DeadLetter, letter_id) or unit.add(
                     DeadLetter(letter_id, job_id, dead.kind)
                 )
-                decision = letter.replay if replay else letter.discard
-                decision(reason, dead.attempts, dead.last_error)
+                if replay:
+                    letter.replay(reason, dead.attempts, dead.last_error)
+                elif not letter.discarded:  # else: a discard whose row change was lost
+                    letter.discard(reason, dead.attempts, dead.last_error)
 
             written = event_log.execute(context, decide)
             now = self.clock()

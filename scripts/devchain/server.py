@@ -41,7 +41,11 @@ class RpcServer:
     def __init__(self, node: Node, host: str, port: int) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+                declared = self.headers.get("Content-Length") or "0"
+                if not declared.isdigit():  # a negative length would block the read
+                    self._send(400, _error(None, -32600, "a Content-Length in bytes is needed"))
+                    return
+                length = int(declared)
                 if length > MAX_BODY_BYTES:
                     self._send(413, _error(None, -32600, "request too large"))
                     return

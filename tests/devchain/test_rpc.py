@@ -5,6 +5,7 @@ and reorgs that take transactions out of the chain."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -236,3 +237,20 @@ def test_the_setup_never_reorgs_and_bad_calls_get_json_rpc_errors(chain: DevChai
         "PUMPPARTY_USDC_CONTRACT": chain.usdc_address,
         "PUMPPARTY_TREASURY_ADDRESS": chain.demo_wallet(0).address,
     }
+
+
+def test_a_request_with_a_negative_or_garbled_length_is_refused_at_once(chain: DevChain) -> None:
+    address = httpx.URL(chain.url)
+    answers = []
+    for length in ("-5", "ten"):
+        with socket.create_connection((address.host, address.port), timeout=10) as conn:
+            conn.sendall(
+                f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode()
+            )
+            received = b""
+            while chunk := conn.recv(4096):  # the server closes after its answer
+                received += chunk
+            answers.append(received.decode())
+
+    assert all(answer.startswith("HTTP/1.0 400") for answer in answers), answers
+    assert all("Content-Length in bytes" in answer for answer in answers)

@@ -30,6 +30,7 @@ from scripts.worker import JOB_ATTEMPTS, Worker
 from services import dead_letters
 from services.bootstrap import Services
 from services.dead_letters import DeadLetterNotFoundError, ScheduledRounds
+from services.eventlog import UnitOfWork
 from services.job_queue import JobQueue, QueuePolicy
 from tests.support.log import append_events, checksum
 
@@ -162,6 +163,33 @@ def test_a_discard_needs_a_reason_and_the_dead_round_never_runs_again(
     assert {v.state for v in dead_letters.list_dead_letters(services, include_closed=True)} == {
         "discarded"
     }
+
+
+def test_a_discard_whose_row_change_was_lost_is_applied_again_without_a_second_event(
+    services: Services, clock: FixedClock
+) -> None:
+    rounds = rounds_of(services, clock)
+    kill(rounds, clock, Flaky())
+    [view] = dead_letters.list_dead_letters(services)
+    job_id = UUID(view.id)
+
+    def recorded_only(unit: UnitOfWork) -> None:
+        # What the log holds when the decision committed and the row's commit then failed.
+        letter = unit.add(DeadLetter(dead_letter_id(job_id), job_id, KIND))
+        letter.discard("the feed was retired", view.attempts, view.error)
+
+    services.event_log.execute(operator(clock), recorded_only)
+    assert dead_letters.list_dead_letters(services)[0].state == "dead"  # the row lost it
+
+    again = dead_letters.discard_dead_letter(services, operator(clock), view.id, "retired")
+
+    assert again.state == "discarded"
+    with psycopg.connect(services.url) as conn:
+        decisions = conn.execute(
+            "SELECT count(*) FROM pumpparty_events WHERE topic LIKE %s",
+            ("%DeadLetter.Discarded",),
+        ).fetchone()
+    assert decisions == (1,)
 
 
 def test_a_dead_job_whose_probe_succeeds_clears_its_dead_letter(
