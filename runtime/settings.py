@@ -267,9 +267,9 @@ class Settings(BaseSettings):
     dry_run_max_bars: int = Field(default=500, ge=1, le=10_000)
 
     # The engine's cadence driver (issue 19, services/cadence.py): seconds between rounds,
-    # the candle interval its graphs decide on, and how many accounts one round trades.
+    # and how many accounts one round trades. A graph without a cadence decides on the bars
+    # ingestion stores (`ingest_candle_interval`), traded, dry-run and backtested alike.
     engine_cadence_interval: float = Field(default=60.0, gt=0)
-    engine_candle_interval: Literal["1m", "5m", "15m", "1h"] = "5m"
     engine_max_accounts: int = Field(default=500, ge=1, le=100_000)
 
     # The engine (issue 19): model providers and routing, generation's limits. Providers are

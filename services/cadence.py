@@ -3,7 +3,8 @@
 Each round, for every running audition account and running race account whose clone has a
 published version (the audition's pinned version, the race entrant's), the driver reads the
 asset's latest closed bars at the clone's cadence (`ingest.candles.market_frame`; the
-interval the version's graph declares as `cadence`, else `PUMPPARTY_ENGINE_CANDLE_INTERVAL`),
+interval the version's graph declares as `cadence`, else the one ingestion stores,
+`PUMPPARTY_INGEST_CANDLE_INTERVAL`: the default of dry runs and backtests too),
 evaluates the graph on the latest one (`decide_latest`; model nodes through the model
 router, purpose `model-node`), and submits the prop action for the move from the position
 held to the target through the normal command path (`prop_trading.submit_action`). The
@@ -72,7 +73,8 @@ def client_action_id(account_id: UUID, asset: str, bar_close_time: int) -> str:
 
 @dataclass
 class CadenceRound:
-    """What one round did: decisions recorded, orders sent, and accounts skipped, by why."""
+    """What one round did: decisions recorded, orders sent, and accounts skipped, by why
+    (`error`: the account's turn failed unexpectedly; it is logged with the account)."""
 
     decided: int = 0
     ordered: int = 0
@@ -143,6 +145,11 @@ class CadenceDriver:
                     except DomainError as error:  # one account's refusal never stops the round
                         log.warning("%s skipped %s: %s", CADENCE_JOB, target.account_id, error)
                         outcome = getattr(error, "code", "refused")
+                    except Exception:
+                        # Nor does one account's fault: the others still trade this round,
+                        # and this one is tried again the next (its bar is not yet decided).
+                        log.exception("%s failed on %s", CADENCE_JOB, target.account_id)
+                        outcome = "error"
                 self.tally(done, outcome)
         return done
 

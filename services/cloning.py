@@ -26,6 +26,7 @@ from aggregates.strategy_graph import GraphRules, canonical_document, check_grap
 from aggregates.users import User
 from services.arena import leave_arena
 from services.eventlog import EventLog, UnitOfWork, Written
+from services.market_data import MarketIntervals
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,18 @@ def publish_version(
     clone_id: UUID,
     owner_id: UUID,
     rules: GraphRules,
+    market: MarketIntervals | None = None,
 ) -> Written[PublishedVersion]:
-    """Publish the current draft, checked again under today's rules."""
+    """Publish the current draft, checked again under today's rules and, with `market`,
+    refused when its cadence is an interval the market-data store does not hold (the API
+    always passes it: a version that could never trade is better refused now)."""
 
     def decide(unit: UnitOfWork) -> PublishedVersion:
         clone = owned_clone(unit, clone_id, owner_id)
-        document = canonical_document(check_graph(clone.draft_to_publish(), rules))
+        graph = check_graph(clone.draft_to_publish(), rules)
+        if market is not None:
+            market.check(graph, context.occurred_at)
+        document = canonical_document(graph)
         version_id = graph_digest(document)
         number, created = clone.publish(document, version_id)
         return PublishedVersion(version_id, number, created)

@@ -144,7 +144,7 @@ def cadence_driver(services: Services, clock: Clock) -> CadenceDriver:
         services.datastore,
         services.url,
         clock,
-        settings.engine_candle_interval,
+        settings.ingest_candle_interval,  # a graph without a cadence: the stored bars
         settings.engine_max_accounts,
         timedelta(seconds=settings.prop_max_mark_age),
         router=open_model_router(settings, clock=clock),  # model nodes: the `model-node` route

@@ -33,6 +33,7 @@ from projections import clones, public_profiles
 from runtime.settings import Settings
 from services import cloning
 from services.bootstrap import Services
+from services.market_data import MarketIntervals
 
 router = APIRouter(prefix="/v1/clones", tags=["clones"])
 
@@ -332,14 +333,18 @@ def publish_version(
     response: Response,
     user: UserCommand,
     settings: SettingsDep,
+    services: ServicesDep,
 ) -> VersionWrittenPublic:
-    """Publish the current draft. A graph already published is answered 200, not again."""
+    """Publish the current draft. A graph already published is answered 200, not again; a
+    graph whose `cadence` is an interval the market-data store does not hold is refused
+    (422 `cadence-not-ingested`, naming the cadences available)."""
     written = cloning.publish_version(
         user.event_log,
         user.context,
         clone_id=clone_id,
         owner_id=user.user_id,
         rules=graph_rules(settings),
+        market=MarketIntervals.of(services.datastore, settings),
     )
     version = written.result
     if not version.created:

@@ -39,6 +39,7 @@ from services import backtests, dead_letters
 from services.backtests import BACKTEST_KIND, BACKTEST_LEASE_SCOPE, BacktestPayload
 from services.bootstrap import Services
 from services.job_queue import JobNotFoundError, JobQueue, StaleLeaseError, queue_policy
+from services.market_data import MarketIntervals
 
 router = APIRouter(prefix="/v1/clones", tags=["engine"])
 jobs_router = APIRouter(prefix="/v1/engine/jobs", tags=["engine"])
@@ -88,7 +89,9 @@ class DryRunCreate(BaseModel):
         " read too",
     )
     interval: Interval | None = Field(
-        default=None, description="the candles' interval (default: the one ingestion stores)"
+        default=None,
+        description="the candles' interval (default: the graph's cadence, else the one ingestion"
+        " stores; a cadence not stored is a 422 `cadence-not-ingested`)",
     )
 
 
@@ -154,15 +157,17 @@ async def dry_run(
     candles: the decision at each bar, filled at the next bar's open. No order is sent."""
     row = await owned_version(services, user, clone_id, version_id)
     settings = services.settings
+    market = MarketIntervals.of(services.datastore, settings)
+    now = clock()
     run = await asyncio.to_thread(
         lambda: backtests.dry_run(
             services.datastore,
             row.graph,
             rules=graph_rules(settings),
-            interval=body.interval or row.graph.get("cadence") or settings.ingest_candle_interval,
+            interval=market.interval_for(row.graph, body.interval, now),
             bars=body.bars,
             max_bars=settings.dry_run_max_bars,
-            now=clock(),
+            now=now,
             starting_equity=settings.audition_starting_equity,
         )
     )
@@ -195,7 +200,9 @@ class BacktestCreate(BaseModel):
         " the service's `backtest_max_bars`)",
     )
     interval: Interval | None = Field(
-        default=None, description="the candles' interval (default: the one ingestion stores)"
+        default=None,
+        description="the candles' interval (default: the graph's cadence, else the one ingestion"
+        " stores; a cadence not stored is a 422 `cadence-not-ingested`)",
     )
     end: AwareDatetime | None = Field(
         default=None,
@@ -276,6 +283,7 @@ async def create_backtest(
     `Idempotency-Key`, the same request again answers the first job."""
     row = await owned_version(services, user, clone_id, version_id)
     settings = services.settings
+    market = MarketIntervals.of(services.datastore, settings)
     job = await asyncio.to_thread(
         lambda: backtests.enqueue_backtest(
             queue_of(services, clock),
@@ -286,7 +294,7 @@ async def create_backtest(
             rules=graph_rules(settings),
             bars=body.bars,
             max_bars=settings.backtest_max_bars,
-            interval=body.interval or row.graph.get("cadence") or settings.ingest_candle_interval,
+            interval=market.interval_for(row.graph, body.interval, clock()),
             end=body.end,
             starting_equity=body.starting_equity or settings.audition_starting_equity,
             rule_set_key=body.rule_set,

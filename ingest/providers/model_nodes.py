@@ -140,23 +140,28 @@ def _floats(array: FloatArray) -> list[float | None]:
     return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
-_NUMBERS = frozenset({float, int, type(None)})
+_FLOATS = frozenset({float, type(None)})
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range (10**400): no score to read
+        return math.nan
 
 
 def _array(values: Sequence[Any]) -> FloatArray:
     """Numbers (decimals too: the OpenAI-compatible provider parses them so) as floats;
-    null, and anything not a number, as NaN."""
-    if set(map(type, values)) <= _NUMBERS:
-        return np.array(values, dtype=np.float64)  # None becomes NaN
-    return np.array(
-        [
-            float(v)
-            if isinstance(v, int | float | Decimal) and not isinstance(v, bool)
-            else math.nan
-            for v in values
-        ],
-        dtype=np.float64,
-    )
+    null, anything not a number, and a number that is no finite float (an integer or a
+    decimal past float's range, an infinity) as NaN: undetermined, like a malformed answer."""
+    if set(map(type, values)) <= _FLOATS:
+        array = np.array(values, dtype=np.float64)  # None becomes NaN
+    else:
+        array = np.array([_number(v) for v in values], dtype=np.float64)
+    array[~np.isfinite(array)] = math.nan
+    return array
 
 
 def offline_scores(request: ModelRequest) -> dict[str, Any]:
