@@ -8,6 +8,7 @@ transaction. Each generation tracks its own position in `<name>__g<N>_tracking`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,15 +130,58 @@ class ProjectionView(PostgresTrackingRecorder):
         drops.append(SQL("DROP TABLE IF EXISTS {}").format(Identifier(self.tracking_table_name)))
         return drops
 
-    def expose_statements(self) -> list[Composed]:
-        """Point each reader-facing view at this generation's table."""
+    def shape_in(self, cursor: Cursor[DictRow]) -> list[tuple[str, str]]:
+        """This generation's tables as the catalog has them: per logical table, its columns
+        (name, type, NOT NULL, default) in order, its constraints and its indexes, with the
+        generation's number taken out of names, so that two generations made from the same
+        declarations compare equal. A table that does not exist has no lines."""
+        logicals = list(self.tables)
+        cursor.execute(_SHAPE, (logicals, [f"{t}__g{self.generation}" for t in logicals]))
         return [
-            SQL("CREATE OR REPLACE VIEW {} AS SELECT * FROM {}").format(
-                Identifier(logical), self.table(logical)
-            )
-            for logical in self.tables
+            (str(row["logical"]), re.sub(r"__g[0-9]+", "__g", str(row["line"])))
+            for row in cursor.fetchall()
         ]
 
+    def expose_statements(self, *, reshaped: bool = False) -> list[Composed]:
+        """Point each reader-facing view at this generation's table. `reshaped`: the tables
+        the views show now have other columns, which `CREATE OR REPLACE VIEW` refuses (it
+        cannot drop, rename or reorder a view's columns), so the views are dropped and made
+        again; in one transaction, readers wait on the views' locks and then see the new."""
+        drops = [SQL("DROP VIEW IF EXISTS {}").format(Identifier(t)) for t in self.tables]
+        return [
+            *(drops if reshaped else []),
+            *(
+                SQL("CREATE OR REPLACE VIEW {} AS SELECT * FROM {}").format(
+                    Identifier(logical), self.table(logical)
+                )
+                for logical in self.tables
+            ),
+        ]
+
+
+_SHAPE = SQL("""
+    SELECT t.logical, x.line
+    FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(logical, physical, ord)
+    CROSS JOIN LATERAL (
+        SELECT 1 AS part, a.attnum AS n,
+            'column ' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+            || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+            || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') AS line
+        FROM pg_attribute a
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = to_regclass(t.physical) AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL
+        SELECT 2, 0, 'constraint ' || pg_get_constraintdef(c.oid)
+        FROM pg_constraint c WHERE c.conrelid = to_regclass(t.physical)
+        UNION ALL
+        SELECT 3, 0, 'index ' || CASE WHEN i.indisunique THEN 'unique ' ELSE '' END
+            || substring(pg_get_indexdef(i.indexrelid) FROM ' USING .*$')
+        FROM pg_index i WHERE i.indrelid = to_regclass(t.physical)
+    ) AS x
+    ORDER BY t.ord, x.part, x.n, x.line
+""")
+"""A generation's tables, one line per column, constraint and index (`shape_in`). Our
+table names are lower-case and unquoted, so `to_regclass` reads them as written."""
 
 V = TypeVar("V", bound=ProjectionView)
 

@@ -26,7 +26,8 @@ def rebuild(
     Only the events of the projection's topics are read. The bulk's batches commit without
     waiting for fsync (a crash leaves a half-built generation that the next rebuild drops);
     the switch waits. A handler failure aborts the rebuild and leaves generation N serving
-    untouched.
+    untouched. Generation N+1 has the tables the code declares now: if a release changed
+    them, the readers' views are made again at the switch (see `expose_statements`).
     """
     if not projections.projection_class(name).rebuildable:
         raise ProjectionNotRebuildableError(f"projection {name!r} cannot be rebuilt")
@@ -74,7 +75,8 @@ def rebuild(
         final = head_position(cursor)
         while apply_next_batch(cursor, final):
             pass
-        for statement in view.expose_statements():
+        reshaped = view.shape_in(cursor) != old_view.shape_in(cursor)
+        for statement in view.expose_statements(reshaped=reshaped):
             cursor.execute(statement)
         cursor.execute(
             "UPDATE projection_state SET generation = %s WHERE name = %s", (view.generation, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,8 @@ from psycopg.sql import SQL
 from projections.base import ProjectionView, ReadModel
 from projections.log import head_position
 from projections.reads import ProjectionReads, columns
+
+log = logging.getLogger(__name__)
 
 
 class ProjectionNotFoundError(LookupError):
@@ -73,19 +76,79 @@ class Projections:
     def projection(self, name: str, view: ProjectionView) -> ReadModel[Any]:
         return self.projection_class(name)(view)
 
-    def ensure_created(self) -> None:
-        """Give every projection that has none a first generation and its reader views."""
+    def ensure_created(self) -> list[str]:
+        """Give every projection that has none a first generation and its reader views, and
+        start again from position zero every one whose tables are not what its code declares
+        (see `reshaped`). Returns the names of the ones started again."""
+        started_again: list[str] = []
         for name in self.classes:
             with self.datastore.transaction(commit=True) as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
-                if self.generation_in(cursor, name, lock=None) is not None:
-                    continue
-                view = self.view(name, 1)
-                for statement in [*view.create_statements(), *view.expose_statements()]:
-                    cursor.execute(statement)
-                cursor.execute(
-                    "INSERT INTO projection_state (name, generation) VALUES (%s, 1)", (name,)
-                )
+                generation = self.generation_in(cursor, name, lock="UPDATE")
+                if generation is None:
+                    view = self.view(name, 1)
+                    for statement in [*view.create_statements(), *view.expose_statements()]:
+                        cursor.execute(statement)
+                    cursor.execute(
+                        "INSERT INTO projection_state (name, generation) VALUES (%s, 1)", (name,)
+                    )
+                elif self.reshaped(cursor, name, generation):
+                    self._start_again(cursor, name, generation)
+                    started_again.append(name)
+        return started_again
+
+    def reshaped(self, cursor: Cursor[DictRow], name: str, generation: int) -> bool:
+        """Whether generation `generation` of `name` differs in shape from what the code
+        declares now (`ProjectionView.tables` and `.indexes`).
+
+        A release that changes a read model's tables (a column, a key, NULL-ability, an
+        index, a new table) would otherwise leave a database made by an earlier release with
+        the old tables: projection tables are only created for a projection with no
+        generation yet, so its handlers and queries would fail on them. Rather than a shape
+        version someone must remember to bump, the tables are compared as the catalog has
+        them: the declarations are created as a scratch generation 0 (never a real one:
+        generations start at 1) in a savepoint that is rolled back, and both are described by
+        `ProjectionView.shape_in`. So a database from any earlier release is judged by what
+        it has, a changed index counts too, and nothing is recorded that could drift.
+        """
+        live = self.view(name, generation).shape_in(cursor)
+        scratch = self.view(name, 0)
+        with cursor.connection.transaction(force_rollback=True):
+            for statement in scratch.create_statements():
+                cursor.execute(statement)
+            declared = scratch.shape_in(cursor)
+        return live != declared
+
+    def _start_again(self, cursor: Cursor[DictRow], name: str, generation: int) -> None:
+        """Replace a reshaped projection's live generation with an empty one at position
+        zero, in the caller's transaction: the runner (the worker) then fills it from the
+        log, as it would a new projection, and readers see it fill (status `catching_up`).
+
+        Not a rebuild beside the live generation (`projections.rebuild`): the old tables
+        cannot serve the new code's queries anyway, and a start-up must not wait for a
+        read model's whole history. A stall belonged to the old tables and is cleared."""
+        old_view = self.view(name, generation)
+        view = self.view(name, generation + 1)
+        statements = [
+            *view.drop_statements(),  # a half-built generation an interrupted rebuild left
+            *view.create_statements(),
+            *view.expose_statements(reshaped=True),
+            *old_view.drop_statements(),
+        ]
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.execute(
+            "UPDATE projection_state SET generation = %s WHERE name = %s",
+            (view.generation, name),
+        )
+        self._clear_stall(cursor, name)
+        log.warning(
+            "projection %s: its tables differ from its code's; generation %d replaces %d,"
+            " filled from position 0 by the runner",
+            name,
+            view.generation,
+            generation,
+        )
 
     @staticmethod
     def generation_in(cursor: Cursor[DictRow], name: str, *, lock: str | None) -> int | None:
