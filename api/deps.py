@@ -32,14 +32,22 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-async def get_clock(request: Request) -> Clock:
+def clock_of(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
+async def get_clock(request: Request) -> Clock:
+    return clock_of(request)
 
 
 async def get_settings(request: Request) -> Settings:

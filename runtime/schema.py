@@ -22,6 +22,9 @@ LOG_NAME = "PumpParty"
 """The one log: the event-store application's name, which the library turns into table names."""
 EVENTS_TABLE = f"{LOG_NAME.lower()}_events"
 SNAPSHOTS_TABLE = f"{LOG_NAME.lower()}_snapshots"
+INSERT_FUNCTION = "pumpparty_insert_events"
+"""How the service appends (runtime/recorder.py): ids, versions, topics and states."""
+INSERT_FUNCTION_ARGUMENTS = "uuid[], bigint[], text[], bytea[]"
 _MIGRATION_LOCK = 7_041_001
 
 LOG_GRANTS: dict[str, str] = {
@@ -465,6 +468,26 @@ STEPS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        54,
+        "appends take parallel arrays, sent in binary (a composite array is dumped as text)",
+        f"""
+        DROP FUNCTION pumpparty_insert_events(public.stored_event_uuid[]);
+        CREATE FUNCTION pumpparty_insert_events(
+            ids uuid[], versions bigint[], topics text[], states bytea[]
+        ) RETURNS SETOF bigint LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+            SET LOCAL lock_timeout = '10s';
+            LOCK TABLE public.{EVENTS_TABLE} IN EXCLUSIVE MODE;
+            NOTIFY {EVENTS_TABLE};
+            RETURN QUERY
+                INSERT INTO public.{EVENTS_TABLE} (originator_id, originator_version, topic, state)
+                SELECT * FROM unnest(ids, versions, topics, states)
+                RETURNING notification_id;
+        END $$;
+        """,
+    ),
 ]
 
 
@@ -667,6 +690,8 @@ def _grant(conn: psycopg.Connection[Any], role: str) -> None:
     ).fetchall():
         conn.execute(SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(SQL(str(sequence)), who))
     # Appends run as the owner (to take the ordering lock): the service alone may call it.
-    insert = SQL("FUNCTION public.pumpparty_insert_events(public.stored_event_uuid[])")
+    insert = SQL("FUNCTION public.{}({})").format(
+        Identifier(INSERT_FUNCTION), SQL(INSERT_FUNCTION_ARGUMENTS)
+    )
     conn.execute(SQL("REVOKE ALL ON {} FROM PUBLIC").format(insert))
     conn.execute(SQL("GRANT EXECUTE ON {} TO {}").format(insert, who))

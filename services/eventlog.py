@@ -7,13 +7,13 @@ transaction, so a command touching several aggregates is all-or-nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.persistence import IntegrityError, Transcoder
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Recording, Transcoder
 from tenacity import (
     RetryError,
     Retrying,
@@ -91,6 +91,22 @@ class UnitOfWork:
         return existing
 
 
+def replay(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The aggregate after these events. The library's `project_aggregate` first checks
+    each event against a runtime `Protocol`, which on Python 3.11 costs more than the
+    mutation itself; every event in our log is one of our aggregates' own events."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+class _ReplayForEveryClass(dict[type, Callable[..., Any]]):
+    """Snapshots are taken by `replay`, whatever the aggregate's class."""
+
+    def __getitem__(self, key: type) -> Callable[..., Any]:
+        return replay
+
+
 class _IntervalsOnClasses(dict[type, int]):
     """The library looks snapshot intervals up by aggregate class; ours live on the class."""
 
@@ -110,6 +126,7 @@ class EventLog(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None, *, command_retries: int = 5) -> None:
         super().__init__(dict(env or {}))
         self.snapshotting_intervals = _IntervalsOnClasses()  # type: ignore[misc]
+        self.snapshotting_projectors = _ReplayForEveryClass()  # type: ignore[misc]
         self.command_retries = command_retries
 
     @property
@@ -125,11 +142,25 @@ class EventLog(Application[UUID]):
         first (most such loads are of ids a command is about to create)."""
         if cls.snapshot_interval:
             try:
-                return self.repository.get(aggregate_id)  # type: ignore[no-any-return]
+                return self.repository.get(aggregate_id, projector_func=replay)  # type: ignore[no-any-return]
             except AggregateNotFoundError:
                 return None
-        events = self.events.get(originator_id=aggregate_id)
-        return project_aggregate(None, events)  # type: ignore[no-any-return]
+        return replay(None, self.events.get(originator_id=aggregate_id))  # type: ignore[no-any-return]
+
+    def save(self, *aggregates: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """The library's save, with the aggregates' events collected directly: its
+        `collect_events` checks each object against two runtime `Protocol`s, a fifth of
+        a one-event command's CPU on Python 3.11. Every object saved here is one of our
+        aggregates (`UnitOfWork`)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in aggregates:
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     def read(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as stored now, outside any command (nothing is saved)."""

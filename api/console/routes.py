@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
@@ -44,6 +44,7 @@ from api.console.templating import templates
 from api.deps import ClockDep, EventLogDep, SettingsDep, command_context
 from api.routers import auth as auth_routes
 from api.routers.auth import LimiterDep, RefreshCreate, SignInCreate
+from api.routing import APIRouter
 from api.stream import Broadcaster
 from runtime.clock import Clock
 from services import dead_letters

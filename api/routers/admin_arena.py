@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from aggregates.arena import Arena, MembershipStatus
@@ -24,6 +24,7 @@ from api.routers.arena import (
     members_page,
     queue_page,
 )
+from api.routing import APIRouter
 from api.schemas import Reason
 from projections import arena
 from services import arena as arenas

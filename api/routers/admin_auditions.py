@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from aggregates.errors import NotFoundError
@@ -31,6 +31,7 @@ from api.routers.auditions import (
     page_of,
 )
 from api.routers.prop import PricesDep
+from api.routing import APIRouter
 from api.schemas import Reason
 from projections import audition_queue, auditions
 from services import auditions as auditioning

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +16,7 @@ from api.auth import AdminUser
 from api.commands import AdminCommand
 from api.deps import ServicesDep
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import Reason
 from projections.paging import InvalidCursorError, encode_cursor
 from services import dead_letters

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from pydantic import BaseModel, Field
 
 from api.auth import AdminUser
 from api.commands import AdminCommand
 from api.deps import ReadsDep, wait_for
+from api.routing import APIRouter
 from api.schemas import Reason, WrittenPublic
 from projections import ledger
 from services import economy

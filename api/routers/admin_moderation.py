@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel
 
 from api.auth import AdminUser
 from api.commands import AdminCommand, Command, items_of
 from api.deps import ReadsDep, wait_for
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import Reason
 from projections import moderation_queue
 from services import cloning

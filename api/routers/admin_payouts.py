@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field, StringConstraints
 
 from aggregates.errors import NotFoundError
@@ -19,6 +19,7 @@ from api.auth import AdminUser
 from api.commands import AdminCommand
 from api.deps import ReadsDep, ServicesDep, found, wait_for
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import Reason
 from projections import payouts
 from services import payouts as authorizing

@@ -10,13 +10,13 @@ from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from aggregates.base import CommandContext
 from aggregates.prop_accounts import MAX_AMOUNT
 from api.commands import AdminCommand, Command
 from api.routers.prop import PricesDep
+from api.routing import APIRouter
 from api.schemas import Reason
 from services import prop_trading
 from services.eventlog import EventLog, Written

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from aggregates.base import CommandContext
 from api.commands import AdminCommand
 from api.deps import ServicesDep, SettingsDep
 from api.routers.prop import PricesDep
+from api.routing import APIRouter
 from api.schemas import Reason, RequiredIdempotencyKey, SearchText
 from projections import arena
 from projections.races import racing_clones

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from api.commands import AdminCommand
+from api.routing import APIRouter
 from services import identity
 
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"])

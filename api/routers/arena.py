@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, Principal, bearer, caller_of, require_service
@@ -17,6 +17,7 @@ from api.commands import UserCommand, items_of
 from api.deps import ClockDep, EventLogDep, ServicesDep, command_context, wait_for
 from api.pagination import PageDep
 from api.routers.clones import owned
+from api.routing import APIRouter
 from api.schemas import RequiredIdempotencyKey
 from projections import arena, clones
 from projections.paging import Page

@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import AwareDatetime, BaseModel
 
 from api.auth import require_admin_or_scope
 from api.commands import items_of
 from api.deps import EventLogDep, ReadsDep, wait_for
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import SearchText
 from projections import audit_chain, audit_log
 from services.audit import history, state_at

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentUser, owned_or_404
@@ -26,6 +26,7 @@ from api.deps import (
 from api.pagination import PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
 from api.routers.prop import Amount
+from api.routing import APIRouter
 from api.schemas import IdempotencyKey
 from projections import auditions, prop_accounts
 from projections.entitlements import available_entitlements

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from eth_utils import is_address, to_checksum_address
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field, field_validator
 
 from aggregates.sign_in import (
@@ -19,6 +19,7 @@ from aggregates.sign_in import (
 from api.auth import AccessTokensDep, effective_roles
 from api.deps import ClockDep, EventLogDep, SettingsDep, command_context
 from api.rate_limit import RateLimiter
+from api.routing import APIRouter
 from api.schemas import WrittenPublic
 from api.tokens import AccessClaims, new_refresh_token, refresh_token_hash, session_of
 from runtime.settings import Settings

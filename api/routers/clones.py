@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import Body, Depends, Query, Response
 from pydantic import BaseModel
 
 from aggregates.clones import CloneDescription, CloneName
@@ -28,6 +28,7 @@ from api.deps import (
     wait_for,
 )
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import IdempotencyKey
 from projections import clones, public_profiles
 from runtime.settings import Settings

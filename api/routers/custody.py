@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel, Field, field_validator
 
 from api.auth import Principal, require_service
 from api.deps import ClockDep, ServicesDep, command_context
+from api.routing import APIRouter
 from api.schemas import Reason, usdc_text
 from projections.withdrawals import leasable_withdrawals
 from services import withdrawals as withdrawing

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from aggregates.deposits import DepositTerms
@@ -24,6 +24,7 @@ from api.deps import (
     wait_for,
 )
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import RequiredIdempotencyKey, usdc_text
 from projections import deposits, entitlements, ledger, purchases
 from services import economy

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import Depends, Path, Response
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -30,6 +30,7 @@ from api.auth import AdminUser, CurrentUser, Principal, owned_or_404, require_se
 from api.commands import AdminCommand
 from api.deps import ClockDep, ServicesDep, command_context, found, wait_for
 from api.routers.clones import graph_rules
+from api.routing import APIRouter
 from api.schemas import IdempotencyKey, Reason
 from projections.strategy_versions import PublishedVersionRow, published_version
 from runtime import job_queue

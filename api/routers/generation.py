@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from aggregates.clones import FREE_TEXT
@@ -26,6 +26,7 @@ from api.deps import ClockDep, ServicesDep, SettingsDep, wait_for
 from api.pagination import PageDep
 from api.problems import PROBLEM_MEDIA_TYPE, ApiError, Problem
 from api.routers.clones import DraftWrittenPublic, graph_rules, owned
+from api.routing import APIRouter
 from api.schemas import IdempotencyKey
 from projections import clones, generations
 from runtime.clock import Clock

@@ -8,11 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel, Field
 
 from api.auth import require_admin_or_scope
 from api.deps import ClockDep, ReadsDep, ServicesDep, SettingsDep, health_reader
+from api.routing import APIRouter
 from projections import reconciliation, state
 
 router = APIRouter(prefix="/v1/health", tags=["health"])

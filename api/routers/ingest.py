@@ -8,11 +8,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from pydantic import BaseModel, TypeAdapter
 
 from api.deps import ClockDep, ReadsDep, SettingsDep, health_reader
 from api.pagination import PageDep
+from api.routing import APIRouter
 from ingest import channels
 from ingest.channels import Channel, ChannelNotFoundError, ChannelValueRow, catalog
 from ingest.health import Health, health_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel
 
 from aggregates.errors import NotFoundError
@@ -19,6 +19,7 @@ from api.deps import (
     wait_for,
 )
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import WrittenPublic
 from projections import sessions, users
 from services import identity

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel, Field, PlainSerializer
 
 from aggregates.decisions import decisions_id
@@ -36,6 +36,7 @@ from api.deps import (
 )
 from api.pagination import PageDep
 from api.routers.audit import AuditEntriesPublic, AuditEntryPublic
+from api.routing import APIRouter
 from ingest.prices import PostgresPriceSource
 from projections import audit_log, prop_accounts, prop_equity, prop_fills
 from projections.paging import Page

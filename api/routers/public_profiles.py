@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel
 
 from aggregates.errors import NotFoundError
@@ -17,6 +17,7 @@ from api.deps import (
     found,
     wait_for,
 )
+from api.routing import APIRouter
 from projections import public_profiles
 from services import cloning
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from aggregates.errors import NotFoundError
@@ -16,6 +16,7 @@ from api.auth import CurrentUser, owned_or_404
 from api.commands import UserCommand, items_of
 from api.deps import ReadsDep, ServicesDep, found, wait_for
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import RequiredIdempotencyKey, usdc_text
 from projections import races
 from projections.paging import Page

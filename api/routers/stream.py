@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from aggregates.errors import DomainError
 from api.auth import CurrentUser, bearer, caller_of
 from api.deps import ReadsDep
 from api.problems import PositionBeyondHeadError
+from api.routing import APIRouter
 from api.stream import Broadcaster, InvalidLastEventIdError
 
 router = APIRouter(tags=["stream"])

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from aggregates.errors import NotFoundError
@@ -19,6 +19,7 @@ from api.auth import AdminUser, CurrentUser, owned_or_404
 from api.commands import AdminCommand, UserCommand
 from api.deps import ReadsDep, ServicesDep, SettingsDep, found, wait_for
 from api.pagination import PageDep
+from api.routing import APIRouter
 from api.schemas import Reason, RequiredIdempotencyKey, usdc_text
 from projections import withdrawals
 from services import withdrawals as withdrawing

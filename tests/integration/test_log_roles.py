@@ -131,8 +131,8 @@ def test_a_temp_table_cannot_stand_in_for_the_chain(services: Services) -> None:
     with psycopg.connect(services.url, autocommit=True) as conn:
         conn.execute("CREATE TEMP TABLE audit_chain (position bigint, hash bytea)")
         conn.execute(
-            "SELECT pumpparty_insert_events(ARRAY[ROW(%s, 1, 'tests:Planted', %s)]"
-            "::stored_event_uuid[])",
+            "SELECT pumpparty_insert_events(ARRAY[%s]::uuid[], ARRAY[1::bigint],"
+            " ARRAY['tests:Planted'], ARRAY[%s::bytea])",
             (uuid4(), b"{}"),
         )
         diverted = one_in(conn, "SELECT count(*) FROM pg_temp.audit_chain")
@@ -256,7 +256,7 @@ def test_the_service_role_holds_exactly_its_grants(services: Services) -> None:
     anyone_appends = one(
         services.url,
         "SELECT has_function_privilege('public',"
-        " 'pumpparty_insert_events(stored_event_uuid[])', 'EXECUTE')",
+        " 'pumpparty_insert_events(uuid[], bigint[], text[], bytea[])', 'EXECUTE')",
     )
 
     assert held == {
