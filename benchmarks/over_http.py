@@ -62,6 +62,7 @@ from services.bootstrap import Services, open_services
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 LAG_SAMPLE_SECONDS = 0.002
+LAG_WATCH = "bench-lag-watch"
 START_TIMEOUT = 90.0
 
 
@@ -86,6 +87,8 @@ class Load:
     completed: int
     seconds: float
     latencies: list[float]
+    answered: int = 0
+    """Every answer, the warm-up's included (what the CPU meter's interval covers)."""
 
     @property
     def rate(self) -> float:
@@ -130,6 +133,8 @@ class HttpResult:
     lags: list[float]
     """Seconds from a command's response until every projection had read past it."""
     payload_bytes: int
+    cpu: dict[int, dict[str, float]] = field(default_factory=dict)
+    """CPU milliseconds per command over HTTP, by connections, for each process."""
 
 
 def percentile_ms(samples: Sequence[float], q: float) -> float:
@@ -201,11 +206,14 @@ async def load(
     start = time.perf_counter() + warmup
     end = start + seconds
     latencies: list[float] = []
+    answered = 0
 
     async def client(connection: Connection, stream: Iterator[bytes]) -> None:
+        nonlocal answered
         while (sent := time.perf_counter()) < end:
             status, body = await connection.send(next(stream))
             done = time.perf_counter()
+            answered += 1
             if status != expect:
                 raise HttpError(status, body)
             if start <= sent and done < end:
@@ -217,7 +225,7 @@ async def load(
         await asyncio.gather(*(client(c, s) for c, s in zip(connections, streams, strict=True)))
     finally:
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
-    return Load(len(latencies), seconds, latencies)
+    return Load(len(latencies), seconds, latencies, answered)
 
 
 # --- the servers -----------------------------------------------------------------------
@@ -240,6 +248,8 @@ class Stack:
     bare_port: int
     data_dir: Path
     logs: list[Path]
+    api_pid: int
+    worker_pid: int
 
 
 def service_env(owner_url: str, data_dir: Path) -> dict[str, str]:
@@ -332,7 +342,9 @@ def stack(url: str) -> Iterator[Stack]:
         bare = stack_.enter_context(process(bare_args, bare_env, logs[2]))
         probe = f"http://{HOST}:{bare_port}/bare/clones?owner=00000000-0000-0000-0000-000000000000"
         wait_for("bare app", lambda: http_ok(probe), bare, logs[2])
-        yield Stack(owner_url, service_url, api_port, bare_port, data_dir, logs)
+        yield Stack(
+            owner_url, service_url, api_port, bare_port, data_dir, logs, api.pid, worker.pid
+        )
 
 
 # --- data ------------------------------------------------------------------------------
@@ -451,7 +463,7 @@ class LagWatch:
         return SQL("SELECT least({})").format(SQL(", ").join(reads))
 
     def _run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True, application_name=LAG_WATCH) as conn:
             while not self._stop.is_set():
                 row = conn.execute(self.query, prepare=True).fetchone()
                 self.times.append(time.perf_counter())
@@ -483,6 +495,57 @@ class LagWatch:
             if reached < len(self.times):
                 lags.append(self.times[reached] - answered)
         return lags
+
+
+class CpuMeter:
+    """CPU time of the API, the worker and every PostgreSQL process (backends and the
+    server's own, as `pg_stat_activity` lists them), from Linux's /proc: where a command's
+    cost goes, whichever process pays it."""
+
+    CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, servers: Stack) -> None:
+        self.servers = servers
+        self.spent: dict[str, float] = {}
+        self.commands = 0
+
+    def reading(self) -> dict[str, dict[int, float]]:
+        with psycopg.connect(self.servers.owner_url, autocommit=True) as conn:
+            # The lag sampler's own queries (one every 2 ms) are the bench's, not a command's.
+            server_pids = [
+                int(pid)
+                for (pid,) in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name IS DISTINCT FROM %s",
+                    (LAG_WATCH,),
+                )
+            ]
+        return {
+            "api": self._seconds([self.servers.api_pid]),
+            "worker": self._seconds([self.servers.worker_pid]),
+            "PostgreSQL": self._seconds(server_pids),
+        }
+
+    def add(self, before: dict[str, dict[int, float]], load: Load) -> None:
+        after = self.reading()
+        for party, seconds in after.items():
+            # A process that started during the load counts from zero.
+            used = sum(spent - before[party].get(pid, 0.0) for pid, spent in seconds.items())
+            self.spent[party] = self.spent.get(party, 0.0) + used
+        self.commands += load.answered
+
+    def per_command_ms(self) -> dict[str, float]:
+        return {party: 1000 * spent / max(self.commands, 1) for party, spent in self.spent.items()}
+
+    @classmethod
+    def _seconds(cls, pids: Sequence[int]) -> dict[int, float]:
+        spent = {}
+        for pid in pids:
+            try:
+                fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # it ended
+            spent[pid] = (int(fields_[11]) + int(fields_[12])) / cls.CLOCK_TICKS
+        return spent
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -554,6 +617,7 @@ async def _measure(
         ]
 
     commands = [Compared("command", n) for n in plan.command_connections]
+    meters = {n: CpuMeter(servers) for n in plan.command_connections}
     in_process = Compared("command in-process", 1)
     commits: list[tuple[float, int]] = []
     lags: list[float] = []
@@ -569,9 +633,11 @@ async def _measure(
         in_process.product.append(Load(done.operations, done.seconds, []))
         for compared in commands:
             compared.baseline.append(Load(raw.operations, raw.seconds, []))
+            meter = meters[compared.connections]
             if compared.connections == max(plan.command_connections):
                 commits.clear()
                 with LagWatch(servers.service_url) as watch:
+                    before = meter.reading()
                     compared.product.append(
                         await load(
                             api,
@@ -584,14 +650,17 @@ async def _measure(
                             warmup=warmup,
                         )
                     )
+                    meter.add(before, compared.product[-1])
                     watch.caught_up(max(position for _, position in commits))
                 lags += watch.lags(commits)
             else:
+                before = meter.reading()
                 compared.product.append(
                     await load(
                         api, quotes(compared.connections), 201, seconds=seconds, warmup=warmup
                     )
                 )
+                meter.add(before, compared.product[-1])
 
     # Reads: an owner's list and a clone's detail, the bare route first in each round.
     await same_answers(servers, users[0])
@@ -631,4 +700,5 @@ async def _measure(
             compared.product.append(
                 await load(api, make(api, n, True), 200, seconds=seconds, warmup=warmup)
             )
-    return HttpResult(commands, in_process, reads, lags, len(state))
+    cpu = {n: meter.per_command_ms() for n, meter in meters.items()}
+    return HttpResult(commands, in_process, reads, lags, len(state), cpu)

@@ -288,6 +288,17 @@ def http_figures(url: str, plan: HttpPlan) -> list[Figure]:
                     passed=p99 <= READ_P99_MS,
                 )
             )
+    for connections, spent in result.cpu.items():
+        figures.append(
+            Figure(
+                section="(e) http",
+                measure=f"CPU per command over HTTP, {_connections(connections)}",
+                value=sum(spent.values()),
+                unit="ms",
+                detail=", ".join(f"{party} {ms:.2f} ms" for party, ms in spent.items())
+                + " (PostgreSQL: every server process, the lag sampler's left out)",
+            )
+        )
     writers = max(plan.command_connections)
     for q, target in ((0.5, None), (0.99, LAG_P99_MS)):
         lag = percentile_ms(result.lags, q)

@@ -22,9 +22,12 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Placeholder
 
 from runtime.schema import LOG_NAME
+
+COPY_FROM_ROWS = 16
+"""A batch appends this many rows to a table or more with COPY, fewer with one INSERT."""
 
 
 @dataclass(frozen=True)
@@ -105,19 +108,34 @@ class ProjectionView(PostgresTrackingRecorder):
 
     def append_row(self, logical: str, row: dict[str, Any]) -> None:
         """Buffer a row for a table that is only ever appended to (and not read while a
-        batch runs); the batch writes them all with one COPY when it records its position."""
+        batch runs); the batch writes them all at once when it records its position."""
         self._appends.setdefault((logical, tuple(row)), []).append(tuple(row.values()))
 
     def record_position(self, position: int) -> None:
         for (logical, columns), rows in self._appends.items():
-            statement = SQL("COPY {} ({}) FROM STDIN").format(
-                self.table(logical), SQL(", ").join(map(Identifier, columns))
-            )
-            with self.cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            self._write_appended(self.table(logical), columns, rows)
         self._appends.clear()
         self._insert_tracking(self.cursor, Tracking(LOG_NAME, position))
+
+    def _write_appended(
+        self, table: Identifier, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """One COPY for a rebuild's or a busy log's many rows; below `COPY_FROM_ROWS`, one
+        INSERT, since a COPY takes a round trip to start and another to end (a live
+        follower's batch is often a single event)."""
+        names = SQL(", ").join(map(Identifier, columns))
+        if len(rows) < COPY_FROM_ROWS:
+            one_row = SQL("({})").format(SQL(", ").join([Placeholder()] * len(columns)))
+            self.cursor.execute(
+                SQL("INSERT INTO {} ({}) VALUES {}").format(
+                    table, names, SQL(", ").join([one_row] * len(rows))
+                ),
+                [value for row in rows for value in row],
+            )
+            return
+        with self.cursor.copy(SQL("COPY {} ({}) FROM STDIN").format(table, names)) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def position_in(self, cursor: Cursor[DictRow]) -> int:
         return self._max_tracking_id(LOG_NAME, cursor) or 0
