@@ -51,18 +51,15 @@ async def get_clock(request: Request) -> Clock:
 
 
 async def get_settings(request: Request) -> Settings:
-    services: Services = request.app.state.services
-    return services.settings
+    return services_of(request).settings
 
 
 async def get_event_log(request: Request) -> EventLog:
-    services: Services = request.app.state.services
-    return services.event_log
+    return services_of(request).event_log
 
 
 async def get_reads(request: Request) -> ProjectionReads:
-    services: Services = request.app.state.services
-    return services.reads
+    return services_of(request).reads
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -244,7 +241,7 @@ def wait_for(projection: str) -> Callable[..., Awaitable[None]]:
         wanted = max(min_position or 0, x_min_position or 0)
         if wanted == 0:
             return
-        services: Services = request.app.state.services
+        services = services_of(request)
         positions = positions_of(services.reads)
         if positions.reached(projection, wanted):
             return

@@ -41,7 +41,7 @@ from api.console.session import (
 )
 from api.console.signals import SignalWatch
 from api.console.templating import templates
-from api.deps import ClockDep, EventLogDep, SettingsDep, command_context
+from api.deps import ClockDep, EventLogDep, SettingsDep, clock_of, command_context, services_of
 from api.routers import auth as auth_routes
 from api.routers.auth import LimiterDep, RefreshCreate, SignInCreate
 from api.routing import APIRouter
@@ -74,12 +74,7 @@ class ReasonRequiredError(InvalidCommandError):
 
 def console_of(request: Request) -> Console:
     signals: SignalWatch = request.app.state.console_signals
-    return Console(request.app.state.services, request.app.state.clock, signals)
-
-
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    return Console(services_of(request), clock_of(request), signals)
 
 
 async def reason_of(request: Request) -> str:
