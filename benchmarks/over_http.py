@@ -511,11 +511,12 @@ class CpuMeter:
 
     def reading(self) -> dict[str, dict[int, float]]:
         with psycopg.connect(self.servers.owner_url, autocommit=True) as conn:
-            # The lag sampler's own queries (one every 2 ms) are the bench's, not a command's.
+            # The lag sampler's queries (one every 2 ms) and this reading are the bench's.
             server_pids = [
                 int(pid)
                 for (pid,) in conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name IS DISTINCT FROM %s",
+                    "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                    " AND application_name IS DISTINCT FROM %s",
                     (LAG_WATCH,),
                 )
             ]

@@ -419,7 +419,9 @@ def _heading(
         f" (asyncio, in the bench process); {plan.http.rounds} rounds of {plan.http.seconds:g} s"
         f" after {plan.http.warmup:g} s warm-up, alternating baseline and product; latencies"
         " over all rounds. Lag: response to every projection past the command's position,"
-        " sampled every 2 ms, during the 32-connection command rounds.",
+        " sampled every 2 ms, during the 32-connection command rounds. CPU per command: the"
+        " API's, the worker's and every PostgreSQL process's CPU time (from /proc) over the"
+        " command rounds, divided by the commands answered (the lag sampler left out).",
         f"- (f) {plan.tickets.tickets:,} ticket purchases (`services.races.buy_ticket`, in"
         f" process) on one open race from {plan.tickets.clients} client threads released"
         " together, each client its own pre-funded user, against the same number of"
