@@ -10,16 +10,16 @@ dependencies, and the OpenAPI, are unchanged.
 
 FastAPI tries the app's included routers one after another, and each tries every one of
 its routes (twice: once to choose the router, once to handle). With thirty routers that
-was a third of a command's time on the event loop. A router whose routes all begin with
-the same literal text (`/v1/clones`, say) now answers "no match" at once for a path that
-does not begin with it.
+was a third of a command's time on the event loop. A router now answers "no match" at
+once, with one string comparison, for a path that does not begin with the literal text
+of any of its routes (each route's path up to its first parameter). A router without a
+prefix (`/v1/me`, `/v1/users/...`) is turned away as cheaply as one with a prefix.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -60,20 +60,22 @@ class APIRouter(fastapi.APIRouter):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(route_class=OneHopRoute, **kwargs)
-        self._common_start = (-1, "")
+        self._literal_starts: tuple[int, tuple[str, ...]] = (-1, ())
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if not get_route_path(scope).startswith(self.common_start()):
+        if not get_route_path(scope).startswith(self.literal_starts()):
             return Match.NONE, {}
         return super().matches(scope)
 
-    def common_start(self) -> str:
-        """The literal text every route's path begins with (up to its first parameter);
-        worked out again whenever routes have been added."""
-        counted, start = self._common_start
+    def literal_starts(self) -> tuple[str, ...]:
+        """The literal text each route's path begins with (up to its first parameter),
+        without those another one begins with; worked out again whenever routes have been
+        added."""
+        counted, starts = self._literal_starts
         if counted != len(self.routes):
-            paths = [getattr(route, "path", "") for route in self.routes]
-            # A prefix of characters, not of path segments: "/v1/clone" is one.
-            start = os.path.commonprefix([path.partition("{")[0] for path in paths])  # noqa: RUF071
-            self._common_start = (len(self.routes), start)
-        return start
+            found = sorted({getattr(route, "path", "").partition("{")[0] for route in self.routes})
+            starts = tuple(
+                start for n, start in enumerate(found) if not start.startswith(tuple(found[:n]))
+            )
+            self._literal_starts = (len(self.routes), starts)
+        return starts

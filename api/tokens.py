@@ -14,13 +14,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import jwt
 
 from aggregates.errors import AuthenticationFailedError
+from runtime.private_files import kept_secret
 from runtime.settings import Settings
 
 ALGORITHM = "HS256"
@@ -60,16 +60,8 @@ def signing_secrets(settings: Settings) -> list[bytes]:
     if settings.jwt_secret is not None:
         current = settings.jwt_secret.get_secret_value().encode()
     else:
-        current = _data_dir_secret(settings.data_dir / "jwt-secret")
+        current = kept_secret(settings.data_dir / "jwt-secret")
     return [current, *(s.get_secret_value().encode() for s in settings.jwt_previous_secrets)]
-
-
-def _data_dir_secret(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
 
 
 class AccessTokens:

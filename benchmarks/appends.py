@@ -12,6 +12,11 @@ topic and state bytes into a plain table shaped like the events table (uuid, ver
 topic, bytea state, bigserial with a unique index), then `COMMIT`. Both run on the same
 server in the same run, alternating in short rounds, so both sides of a round see the
 same background load; the ratio is the median of the rounds' ratios.
+
+Creates are also measured with no command path at all: each client calls the log's insert
+function directly with the same bytes (`INSERT_ALONE`). That is the append's own work in
+PostgreSQL (the table lock, the NOTIFY, the hash-chain trigger's row), so it shows how much
+of the raw rate the log's design leaves for Python.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from services.bootstrap import Services
 from services.eventlog import EventLog, UnitOfWork
 
 RAW_TABLE = "bench_raw_events"
+INSERT_ALONE = "the log's insert function alone"
+"""The variant of (a) that calls the insert function directly, with no command path."""
 RATE = Decimal("0.000123456789")
 
 Operation = tuple[Callable[[], None], Callable[[], None]]
@@ -94,6 +101,17 @@ def raw_insert(url: str, topic: str, state: bytes, *, new_ids: bool) -> Operatio
         else:
             conn.execute(statement, (originator_id, next(versions), topic, state))
         conn.commit()
+
+    return operation, conn.close
+
+
+def insert_alone(url: str, statement: bytes, topic: str, state: bytes) -> Operation:
+    """One client calling the log's insert function (the recorder's own statement) for one
+    new aggregate at a time, on its own autocommit connection, as the recorder does."""
+    conn = psycopg.connect(url, autocommit=True)
+
+    def operation() -> None:
+        conn.execute(statement, ([uuid4()], [1], [topic], [state]), prepare=True).fetchall()
 
     return operation, conn.close
 
@@ -198,10 +216,12 @@ class AppendBenchmark:
             CONTEXT, lambda unit: unit.add(new_account("bench"))
         )
         topic, state = stored_payload(self.services, written.position)
-        commands = {
+        commands: dict[str, Callable[[int], Operation]] = {
             variant: partial(self.create_command, event_log)
             for variant, event_log in self.ledgers.items()
         }
+        statement = self.services.event_log.recorder.insert_function_call  # type: ignore[attr-defined]
+        commands[INSERT_ALONE] = lambda _: insert_alone(self.services.url, statement, topic, state)
         return self.measure(
             "create",
             clients,

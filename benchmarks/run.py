@@ -170,10 +170,10 @@ def _append_figure(result: AppendResult, variant: str, plan: Plan) -> Figure:
     clients = f"{result.clients} client{'s' if result.clients > 1 else ''}"
     ratio, ratios = result.ratio(variant), result.ratios(variant)
     # The target is for appends alone; load+increment adds a read the raw side does not do.
-    judged = result.clients == 1 and result.kind == "create"
+    judged = result.clients == 1 and result.kind == "create" and variant == PRODUCT
     return Figure(
         section="(a) append",
-        measure=f"{what}, {clients}",
+        measure=f"{what}, {clients}" + ("" if variant == PRODUCT else f", {variant}"),
         code=PRODUCT,
         value=ratio,
         unit="x raw",

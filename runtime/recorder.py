@@ -23,10 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -43,8 +41,10 @@ from eventsourcing.postgres import (
     PostgresFactory,
 )
 from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from runtime.private_files import kept_secret
 from runtime.schema import INSERT_FUNCTION
 from runtime.settings import Settings
 
@@ -78,29 +78,20 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
-        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+        # Tuples, not the pool's dict rows: one column needs no names looked up per call.
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cursor,
+        ):
             cursor.execute(self.insert_function_call, columns, prepare=True)
-            return [row[INSERT_FUNCTION] for row in cursor.fetchall()]
+            return [position for (position,) in cursor.fetchall()]
 
 
 def snapshot_key(settings: Settings) -> bytes:
     """The configured key, or a random one made once and kept in the data dir."""
     if settings.snapshot_key is not None:
         return settings.snapshot_key.get_secret_value().encode()
-    path = settings.data_dir / "snapshot-key"
-    if not path.exists():
-        _create_secret_file(path)
-    return path.read_text().strip().encode()
-
-
-def _create_secret_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another process made it first: use theirs
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_urlsafe(48))
+    return kept_secret(settings.data_dir / "snapshot-key")
 
 
 class SealedSnapshotRecorder(PostgresAggregateRecorder):

@@ -17,7 +17,8 @@ Admin rights: the demo's two admins are the devchain's deterministic demo wallet
 demo starts names them in `admin_addresses`, and its service tokens (arena sync, custody)
 get secrets made for that start. A service started otherwise knows neither, so `--url`
 does not take just any service: `pumpparty demo --serve` starts the platform alone and
-prints its environment (chain, admins, tokens, data directory or database), and
+writes its environment (chain, admins, tokens, data directory or database) to a file only
+its user may read, and
 `pumpparty demo --url URL` run with that environment tells the story against it, reaching
 the devchain over its JSON-RPC and the log for the final checks as any operator command
 does. Run it as often as you like: each run signs in fresh demo wallets and uses fresh ids.
@@ -55,6 +56,7 @@ from rich.table import Table
 
 from projections.audit_chain import verify
 from projections.reconciliation import Reconciliation, reconcile_and_record
+from runtime.private_files import write_private
 from runtime.settings import ServiceTokenSpec, Settings
 from services.bootstrap import Services, open_services
 
@@ -916,18 +918,36 @@ def client_environment(platform: Platform) -> dict[str, str]:
     return env
 
 
+CLIENT_ENVIRONMENT = "demo-client.env"
+"""Where `pumpparty demo --serve` leaves the environment `pumpparty demo --url` needs, in
+its data directory."""
+
+
+def write_client_environment(platform: Platform) -> Path:
+    """`client_environment` as shell `export` lines, in a file only this user may read: it
+    holds the service tokens' secrets, which are never printed."""
+    path = platform.settings.data_dir / CLIENT_ENVIRONMENT
+    lines = (
+        f"export {name}={shlex.quote(value)}\n"
+        for name, value in client_environment(platform).items()
+    )
+    write_private(path, "".join(lines).encode())
+    return path
+
+
 def serve_demo(
     *, data_dir: Path | None, database_url: str | None, console: Console, stop: threading.Event
 ) -> None:
     """`pumpparty demo --serve`: the devchain and the demo service until `stop` is set."""
     with started_platform(data_dir=data_dir, database_url=database_url) as platform:
+        environment = write_client_environment(platform)
         console.print(
             f"demo service at {platform.url}, devchain at {platform.chain.url}. Tell the story"
-            f" against it from another shell, with this environment:",
+            " against it from another shell, with the environment it needs (its service"
+            " tokens' secrets among it, so the file is yours alone to read):",
             highlight=False,
         )
-        for name, value in client_environment(platform).items():
-            console.print(f"export {name}={shlex.quote(value)}", highlight=False, soft_wrap=True)
+        console.print(f". {shlex.quote(str(environment))}", highlight=False, soft_wrap=True)
         console.print(f"pumpparty demo --url {platform.url}", highlight=False)
         stop.wait()
 
@@ -942,7 +962,7 @@ def story_against(url: str, settings: Settings, console: Console) -> Outcome:
             raise DemoFailedError(
                 "PUMPPARTY_ADMIN_ADDRESSES must name the demo admins (devchain demo wallets"
                 f" {', '.join(map(str, DEMO_ADMINS))}): start the service with `pumpparty demo"
-                " --serve` and use the environment it prints"
+                " --serve` and use the environment it writes"
             )
         credentials = Credentials.from_settings(settings)
         services = open_services(settings, run_migrations=False)

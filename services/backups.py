@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -36,6 +35,7 @@ from runtime.clock import Clock
 from runtime.database import database_urls
 from runtime.leases import lease
 from runtime.pg_tools import PgToolError, PgTools, first_lines, scratch_cluster
+from runtime.private_files import write_private
 from runtime.schema import EVENTS_TABLE
 from runtime.settings import Settings
 from services.eventlog import EventLog, UnitOfWork, Written
@@ -138,17 +138,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write whole or not at all, readable by this user only (a dump holds everything)."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    partial.replace(path)
-
-
 # --- create --------------------------------------------------------------------------------
 
 
@@ -210,7 +199,7 @@ def create_backup(source_url: str, out: Path, tools: PgTools, now: datetime) -> 
         events=int(events),
         chain_head=chain_head,
     )
-    _write_private(manifest_path(out), manifest.to_json())
+    write_private(manifest_path(out), manifest.to_json())
     return manifest
 
 

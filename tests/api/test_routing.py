@@ -85,26 +85,60 @@ def test_paths_outside_a_router_are_turned_away_and_the_rest_answer_as_before() 
     assert placed.status_code == 200
     assert wrong_method.status_code == 405
     assert unknown.status_code == 404
-    assert items.common_start() == "/v1/items/"
-    assert orders.common_start() == "/v1/orders"
+    assert items.literal_starts() == ("/v1/items/",)
+    assert orders.literal_starts() == ("/v1/orders",)
 
 
-def test_the_common_start_follows_routes_added_later() -> None:
+def scope_of(path: str) -> dict[str, object]:
+    return {"type": "http", "path": path, "root_path": "", "method": "GET"}
+
+
+def test_the_literal_starts_follow_routes_added_later() -> None:
     router = APIRouter()
 
     @router.get("/v1/items")
     def first() -> None:
         return None
 
-    assert router.common_start() == "/v1/items"
-    scope = {"type": "http", "path": "/v2/items", "root_path": "", "method": "GET"}
-    assert router.matches(scope)[0] == Match.NONE
+    assert router.literal_starts() == ("/v1/items",)
+    assert router.matches(scope_of("/v2/items"))[0] == Match.NONE
 
     @router.get("/v2/items")
     def second() -> None:
         return None
 
-    assert router.common_start() == "/v"
+    assert router.literal_starts() == ("/v1/items", "/v2/items")
+    app = FastAPI()
+    app.include_router(router)
+    with TestClient(app) as client:
+        assert client.get("/v2/items").status_code == 200
+
+
+def test_a_router_without_a_prefix_turns_away_paths_none_of_its_routes_begins() -> None:
+    router = APIRouter()
+
+    @router.get("/v1/me")
+    def me() -> str:
+        return "me"
+
+    @router.get("/v1/users/{user_id}/profile")
+    def profile(user_id: int) -> str:
+        return f"profile {user_id}"
+
+    @router.get("/v1/users/{user_id}")
+    def user(user_id: int) -> str:
+        return f"user {user_id}"
+
+    assert router.literal_starts() == ("/v1/me", "/v1/users/")
+    assert router.matches(scope_of("/v1/health"))[0] == Match.NONE
+    assert router.matches(scope_of("/v1/users"))[0] == Match.NONE
+    app = FastAPI()
+    app.include_router(router)
+    with TestClient(app) as client:
+        assert client.get("/v1/users/7/profile").json() == "profile 7"
+        assert client.get("/v1/users/7").json() == "user 7"
+        assert client.get("/v1/me").json() == "me"
+        assert client.get("/v1/users").status_code == 404
 
 
 def test_every_router_of_the_service_is_ours() -> None:

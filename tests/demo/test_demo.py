@@ -3,11 +3,12 @@ the devchain and the demo service it starts, and its final checks hold: the log'
 verifies, every reconciliation monitor agrees, the spectators' balances add up with the
 race's settlement, and the winner's withdrawal arrived on the devchain. Told a second time
 against the same service, as `pumpparty demo --url` does (from the environment `--serve`
-prints, reaching the devchain over its JSON-RPC), it works again with fresh demo ids."""
+writes, reaching the devchain over its JSON-RPC), it works again with fresh demo ids."""
 
 from __future__ import annotations
 
 import io
+import shlex
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from scripts.demo import (
     story_against,
     succeeded,
     tell_story,
+    write_client_environment,
 )
 from scripts.legacy_demo import DemoTab
 
@@ -69,8 +71,14 @@ def test_the_demo_runs_to_the_end_twice_on_a_fresh_database(
         first = tell_story(platform, console)
         assert_story_held(first)
 
-        # Another process, given the environment `pumpparty demo --serve` prints.
-        for name, value in client_environment(platform).items():
+        # Another process, given the environment `pumpparty demo --serve` writes.
+        environment = write_client_environment(platform)
+        assert environment.stat().st_mode & 0o777 == 0o600
+        written = dict(
+            shlex.split(line)[1].split("=", 1) for line in environment.read_text().splitlines()
+        )
+        assert written == client_environment(platform)
+        for name, value in written.items():
             monkeypatch.setenv(name, value)
         second = story_against(platform.url, load_settings(), console)
         assert_story_held(second)
