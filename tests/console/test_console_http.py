@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
 from aggregates.base import CommandContext
+from api.app import create_app
 from api.console.panels import PANELS
 from api.console.signals import SignalWatch
 from projections.reconciliation import reconcile_and_record
@@ -44,9 +45,16 @@ def admin_wallet() -> LocalAccount:
     return new_wallet()
 
 
+PROXY_NETWORK = "10.0.0.0/8"
+"""The console's trusted proxies in these tests: a TLS-terminating load balancer's subnet.
+The test client's own peer ("testclient") is not in it."""
+
+
 @pytest.fixture
 def settings(settings: Settings, admin_wallet: LocalAccount) -> Settings:
-    return settings.model_copy(update={"admin_addresses": [admin_wallet.address]})
+    return settings.model_copy(
+        update={"admin_addresses": [admin_wallet.address], "trusted_proxies": [PROXY_NETWORK]}
+    )
 
 
 def csrf_of(client: TestClient) -> str:
@@ -136,6 +144,36 @@ def test_signing_in_keeps_the_tokens_in_strict_http_only_cookies(
         assert morsel["samesite"] == "strict"
         assert morsel["path"] == "/console"
     assert "access_token" not in response.text  # never in the page's reach
+
+
+def secure_flags(response: httpx.Response) -> dict[str, bool]:
+    cookies = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        cookies.load(header)
+    return {name: bool(morsel["secure"]) for name, morsel in cookies.items()}
+
+
+def test_cookies_are_secure_when_a_trusted_proxy_forwards_https(
+    services: Services, clock: FixedClock
+) -> None:
+    # The console decides Secure from the request's scheme, which a trusted proxy's
+    # X-Forwarded-Proto sets: TLS ends at the load balancer, the hop to us is plain HTTP.
+    app = create_app(services=services, clock=clock)
+    with TestClient(app, client=("10.1.2.3", 40000)) as behind_proxy:
+        page = behind_proxy.get(
+            "/console/sign-in",
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+        )
+
+    assert page.status_code == 200
+    assert secure_flags(page) == {"console_csrf": True}
+
+
+def test_a_forwarded_https_from_an_untrusted_peer_is_not_believed(client: TestClient) -> None:
+    page = client.get("/console/sign-in", headers={"X-Forwarded-Proto": "https"})
+
+    assert page.status_code == 200
+    assert secure_flags(page) == {"console_csrf": False}
 
 
 def test_a_non_admin_is_refused(client: TestClient) -> None:
