@@ -77,6 +77,13 @@ def open_session(client: TestClient, wallet: LocalAccount) -> httpx.Response:
     )
 
 
+def cookies_set_by(response: httpx.Response) -> SimpleCookie:
+    cookies = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        cookies.load(header)
+    return cookies
+
+
 def signed_in(client: TestClient, wallet: LocalAccount) -> dict[str, str]:
     """Sign `wallet` in to the console; the headers its page's htmx POSTs carry."""
     response = open_session(client, wallet)
@@ -135,9 +142,7 @@ def test_signing_in_keeps_the_tokens_in_strict_http_only_cookies(
 
     assert response.status_code == 200, response.text
     assert response.json() == {"next": "/console", "roles": ["admin"]}
-    cookies = SimpleCookie()
-    for header in response.headers.get_list("set-cookie"):
-        cookies.load(header)
+    cookies = cookies_set_by(response)
     assert set(cookies) == {"console_access", "console_refresh", "console_csrf"}
     for morsel in cookies.values():
         assert morsel["httponly"] is True
@@ -147,10 +152,7 @@ def test_signing_in_keeps_the_tokens_in_strict_http_only_cookies(
 
 
 def secure_flags(response: httpx.Response) -> dict[str, bool]:
-    cookies = SimpleCookie()
-    for header in response.headers.get_list("set-cookie"):
-        cookies.load(header)
-    return {name: bool(morsel["secure"]) for name, morsel in cookies.items()}
+    return {name: bool(morsel["secure"]) for name, morsel in cookies_set_by(response).items()}
 
 
 def test_cookies_are_secure_when_a_trusted_proxy_forwards_https(
